@@ -1,0 +1,170 @@
+"""The `agentrl` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentrl.yamlpos import TaskFileError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train and evaluate computer-use agents.")
+tasks_app = typer.Typer(no_args_is_help=True, help="Task files: validate and list.")
+app.add_typer(tasks_app, name="tasks")
+console = Console()
+err = Console(stderr=True)
+
+
+def resolve_suite(suite: str) -> Path:
+    """A suite folder: a path, or the name of a bundled suite (e.g. `core`)."""
+    from agentrl.suites import SUITES_DIR
+
+    p = Path(suite)
+    if p.exists():
+        return p
+    if (SUITES_DIR / suite).is_dir():
+        return SUITES_DIR / suite
+    names = sorted(d.name for d in SUITES_DIR.iterdir() if d.is_dir() and not d.name.startswith("_"))
+    raise typer.BadParameter(f"no suite folder {suite!r} (bundled suites: {', '.join(names)})")
+
+
+def resolve_task(task: str) -> Path:
+    """A task file path, or the id of a bundled task."""
+    from agentrl.registration import bundled_tasks
+
+    p = Path(task)
+    if p.exists():
+        return p
+    found = bundled_tasks()
+    if task in found:
+        return found[task]
+    from agentrl.registry import did_you_mean
+
+    raise typer.BadParameter(f"no task file or bundled task {task!r}{did_you_mean(task, tuple(found))}")
+
+
+@tasks_app.command("validate")
+def tasks_validate(paths: list[Path] = typer.Argument(..., help="Task files or suite folders.")) -> None:
+    """Check task files against the schema and the detector signatures; every error with file:line: field."""
+    from agentrl.sandbox.server import SandboxServer
+    from agentrl.taskspec import discover, load_task
+
+    files = discover(paths)
+    if not files:
+        err.print(f"[red]no task files under {', '.join(map(str, paths))}[/red]")
+        raise typer.Exit(2)
+    problems: list[str] = []
+    ok = 0
+    with SandboxServer() as server:  # a dry render per task catches unknown template variables
+        for f in files:
+            try:
+                spec = load_task(f)
+                spec.render(0, server.open_episode(f"validate-{spec.id}", 0))
+                ok += 1
+            except TaskFileError as e:
+                problems += e.problems
+    for p in problems:
+        err.print(p, markup=False, highlight=False)
+    console.print(f"{ok}/{len(files)} task files valid")
+    if problems:
+        raise typer.Exit(1)
+
+
+@tasks_app.command("list")
+def tasks_list(suite: str = typer.Argument("core", help="Suite folder or bundled suite name.")) -> None:
+    """List the tasks of a suite."""
+    from agentrl.taskspec import load_suite
+
+    try:
+        specs = load_suite(resolve_suite(suite))
+    except TaskFileError as e:
+        err.print(str(e), markup=False)
+        raise typer.Exit(1) from None
+    t = Table("id", "app", "tier", "max steps", "milestones")
+    for s in specs:
+        t.add_row(s.id, s.start.app, str(s.tier), str(s.max_steps), ", ".join(m.id for m in s.milestones))
+    console.print(t)
+
+
+@app.command()
+def run(
+    task: str = typer.Argument(..., help="Task file or bundled task id."),
+    agent: str = typer.Option("scripted", help="scripted | random"),
+    seed: int = typer.Option(0),
+    screenshot: bool = typer.Option(False, help="Record a screenshot per step."),
+    out: Path | None = typer.Option(None, help="Where the episode directory goes (default: a temp dir)."),
+) -> None:
+    """Run one episode, printing each step and the milestone events it fired."""
+    from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+    from agentrl.evaluate import make_agent, run_episode
+
+    try:
+        env = BrowserEnv(resolve_task(task), BrowserEnvConfig(screenshot=screenshot, root_dir=out))
+    except TaskFileError as e:
+        err.print(str(e), markup=False)
+        raise typer.Exit(1) from None
+
+    def show(t: int, action: str, info: dict) -> None:
+        line = f"[bold]{t:>3}[/bold] {action}"
+        if info["action_error"]:
+            line += f"  [red]error: {info['action_error']}[/red]"
+        for m in info["milestones"]:
+            line += f"\n      [green]+{m.reward:.2f} {m.id}[/green] ({m.category}) {m.evidence.detail}"
+        console.print(line, highlight=False)
+
+    try:
+        r = run_episode(env, make_agent(agent, seed), seed, on_step=show)
+        console.print(f"goal: {env.variant.instruction if env.variant else ''}", highlight=False)
+    finally:
+        env.close()
+    color = "green" if r.success else "red"
+    console.print(
+        f"[{color}]success={r.success}[/{color}] return={r.return_:.2f} steps={r.steps} "
+        f"milestones={r.milestones} episode dir: {r.episode_dir}"
+    )
+    if r.error:
+        err.print(f"agent error: {r.error}", markup=False)
+
+
+@app.command()
+def evaluate(
+    suite: str = typer.Option("core", help="Suite folder or bundled suite name."),
+    agent: str = typer.Option("scripted", help="scripted | random"),
+    seeds: int = typer.Option(3, help="Seeds 0..N-1 per task."),
+    out: Path = typer.Option(Path("runs/eval"), help="Run directory."),
+    task: list[str] = typer.Option(None, help="Only these task ids (repeatable)."),
+) -> None:
+    """Evaluate an agent on a suite: prints a table, writes OUT/results.jsonl and OUT/summary.json."""
+    from agentrl.evaluate import evaluate as run_eval
+    from agentrl.evaluate import load_tasks
+
+    try:
+        tasks = load_tasks(resolve_suite(suite), task or None)
+    except TaskFileError as e:
+        err.print(str(e), markup=False)
+        raise typer.Exit(1) from None
+    summary = run_eval(tasks, agent, list(range(seeds)), out)
+    t = Table("task", "success", "mean return", "mean steps", "milestone hit rates", title=f"{agent} on {suite}")
+    for tid, s in summary["per_task"].items():
+        hits = " ".join(f"{k}:{v:.0%}" for k, v in s["milestone_hit_rate"].items())
+        t.add_row(tid, f"{s['success_rate']:.0%}", f"{s['mean_return']:.2f}", f"{s['mean_steps']:.1f}", hits)
+    console.print(t)
+    console.print(
+        f"[bold]success_rate={summary['success_rate']:.1%}[/bold] mean_return={summary['mean_return']:.3f} "
+        f"episodes={summary['episodes']} errors={summary['errors']} -> {out / 'summary.json'}"
+    )
+
+
+@app.command()
+def sandbox(port: int = typer.Option(8000, help="Port on 127.0.0.1 (0 = any free port).")) -> None:
+    """Serve the sandbox apps on 127.0.0.1 for a person to browse (Ctrl-C to stop)."""
+    from agentrl.sandbox.server import main
+
+    sys.exit(main(["--port", str(port)]))
+
+
+if __name__ == "__main__":
+    app()

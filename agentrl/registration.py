@@ -1,0 +1,40 @@
+"""Gymnasium registration of the bundled tasks: ``gymnasium.make("agentrl/<task-id>")``.
+
+Importing `agentrl.envs.browser` is deferred to `make` time; registering only reads task ids.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import yaml
+
+ENTRY_POINT = "agentrl.envs.browser:BrowserEnv"
+
+
+@functools.cache
+def bundled_tasks() -> dict[str, Path]:
+    """task id -> file, for every task of every bundled suite."""
+    from agentrl.suites import SUITES_DIR
+
+    out: dict[str, Path] = {}
+    for f in sorted(SUITES_DIR.rglob("*.yaml")):
+        if f.name == "suite.yaml":
+            continue
+        try:
+            data = yaml.safe_load(f.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            continue  # `agentrl tasks validate` reports it with the line
+        if isinstance(data, dict) and isinstance(data.get("id"), str):
+            out[data["id"]] = f
+    return out
+
+
+def register_bundled() -> None:
+    import gymnasium as gym
+
+    for task_id, path in bundled_tasks().items():
+        env_id = f"agentrl/{task_id}"
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs={"task": str(path)})

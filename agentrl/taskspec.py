@@ -1,0 +1,391 @@
+"""Task specs: YAML files with an instruction template, a start state, milestones, an oracle and near-misses.
+
+>>> spec = load_task("tasks/core/login.yaml")             # doctest: +SKIP
+>>> variant = spec.render(seed=3, facts=server.open_episode("ep1", 3))   # doctest: +SKIP
+
+Every problem is reported with the file, line and field (``tasks/core/login.yaml:14: milestones[2].params:
+unknown parameter 'patern' for detector url_matches (did you mean 'pattern'?)``), all of them at once.
+See docs/tasks.md for the format.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from agentrl.registry import did_you_mean
+from agentrl.rewards.detectors import DETECTORS
+from agentrl.types import CATEGORIES, DEFAULT_WEIGHTS, Category
+from agentrl.yamlpos import Loc, TaskFileError, field_name, line_of, load_with_lines
+
+_TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Variable(_Model):
+    """A template variable drawn per seed: one of `choice`, or an integer in `int: [lo, hi]`."""
+
+    choice: list[str | int | float] | None = None
+    int_range: tuple[int, int] | None = Field(default=None, alias="int")
+
+    @model_validator(mode="after")
+    def _one(self) -> Variable:
+        if (self.choice is None) == (self.int_range is None):
+            raise ValueError("give exactly one of 'choice' or 'int'")
+        if self.choice is not None and not self.choice:
+            raise ValueError("'choice' is empty")
+        if self.int_range is not None and self.int_range[0] > self.int_range[1]:
+            raise ValueError("'int' must be [lo, hi] with lo <= hi")
+        return self
+
+    def draw(self, rng: random.Random) -> str:
+        if self.choice is not None:
+            return str(rng.choice(self.choice))
+        assert self.int_range is not None
+        return str(rng.randint(*self.int_range))
+
+
+class Start(_Model):
+    app: str
+    path: str = "/"
+
+    @field_validator("path")
+    @classmethod
+    def _abs(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"path must start with '/', got {v!r}")
+        return v
+
+
+class Milestone(_Model):
+    id: str
+    detector: str
+    params: dict[str, Any] = {}
+    category: Category
+    weight: float | None = Field(default=None, ge=0)
+    after: list[str] = []
+    repeatable: bool = False
+    description: str = ""
+
+    @field_validator("detector")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in DETECTORS:
+            raise ValueError(f"unknown detector '{v}'{did_you_mean(v, tuple(DETECTORS.names()))}")
+        return v
+
+    def effective_weight(self) -> float:
+        return DEFAULT_WEIGHTS[self.category] if self.weight is None else self.weight
+
+
+class Target(_Model):
+    """How an oracle step names an element: by ARIA role and accessible name, as a person would."""
+
+    role: str
+    name: str | None = None
+    name_re: str | None = None
+    nth: int = 0
+
+    @model_validator(mode="after")
+    def _named(self) -> Target:
+        if self.name is None and self.name_re is None:
+            raise ValueError("give 'name' or 'name_re'")
+        return self
+
+
+class ClickStep(Target):
+    pass
+
+
+class FillStep(Target):
+    text: str
+
+
+class SelectStep(Target):
+    option: str
+
+
+ACTION_STEP_KEYS = ("click", "fill", "select", "press", "scroll", "goto", "back", "wait", "done")
+
+
+class OracleStep(_Model):
+    """One step of a scripted solution; exactly one key, e.g. ``{click: {role: button, name: Sign in}}``."""
+
+    click: ClickStep | None = None
+    fill: FillStep | None = None
+    select: SelectStep | None = None
+    press: str | None = None
+    scroll: Literal["up", "down", "left", "right"] | None = None
+    goto: str | None = None
+    back: Literal[True] | None = None
+    wait: Literal[True] | None = None
+    done: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, v: Any) -> Any:
+        # `- back` / `- wait` as bare strings, and `- back:` with no value
+        if isinstance(v, str) and v in ("back", "wait"):
+            return {v: True}
+        if isinstance(v, dict):
+            return {k: (True if k in ("back", "wait") and val is None else val) for k, val in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> OracleStep:
+        set_keys = [k for k in ACTION_STEP_KEYS if getattr(self, k) is not None]
+        if len(set_keys) != 1:
+            raise ValueError(f"an oracle step has exactly one action key ({', '.join(ACTION_STEP_KEYS)}), got {set_keys}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ACTION_STEP_KEYS if getattr(self, k) is not None)
+
+
+class NearMiss(_Model):
+    """A plausible wrong solution that must not earn the goal (and must not fire `must_not` milestones)."""
+
+    name: str
+    steps: list[OracleStep] = Field(min_length=1)
+    must_not: list[str] | None = None  # default: every goal milestone
+
+
+class TaskSpec(_Model):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    instruction: str
+    start: Start
+    variables: dict[str, Variable] = {}
+    milestones: list[Milestone] = Field(min_length=1)
+    success: Literal["all_goals"] | list[str] = "all_goals"
+    max_steps: int = Field(default=20, ge=1, le=500)
+    oracle: list[OracleStep] = Field(min_length=1)
+    near_misses: list[NearMiss] = []
+    tags: list[str] = []
+    tier: int = Field(default=1, ge=1, le=3)
+    judge: bool = False  # the reward router should send this task to the judge (rules do not cover it)
+
+    _path: Path = PrivateAttr(default=Path("<memory>"))
+    _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def success_ids(self) -> list[str]:
+        if self.success == "all_goals":
+            return [m.id for m in self.milestones if m.category == "goal"]
+        return list(self.success)
+
+    def where(self, loc: Loc) -> str:
+        return f"{self._path}:{line_of(self._lines, loc)}: {field_name(loc)}"
+
+    # ------------------------------------------------------------------ variants
+    def draw_variables(self, seed: int) -> dict[str, str]:
+        rng = random.Random(zlib.crc32(f"{self.id}:{seed}".encode()))
+        return {k: v.draw(rng) for k, v in self.variables.items()}
+
+    def render(self, seed: int, facts: dict[str, dict[str, str]] | None = None) -> TaskVariant:
+        """The concrete variant for `seed`: templates filled from the drawn variables and the sandbox facts
+        (``{{key}}`` for the start app's facts, ``{{app.key}}`` for any app's)."""
+        ns: dict[str, str] = {}
+        for app, kv in (facts or {}).items():
+            for k, v in kv.items():
+                ns[f"{app}.{k}"] = str(v)
+                if app == self.start.app:
+                    ns[k] = str(v)
+        ns.update(self.draw_variables(seed))
+        problems: list[str] = []
+
+        def fill(value: Any, loc: Loc, regex: bool = False) -> Any:
+            if isinstance(value, str):
+                def sub(m: re.Match) -> str:
+                    key = m.group(1)
+                    if key not in ns:
+                        problems.append(f"{self.where(loc)}: unknown template variable '{key}'{did_you_mean(key, tuple(ns))}")
+                        return m.group(0)
+                    return re.escape(ns[key]) if regex or loc[-1] == "name_re" else ns[key]
+                return _TEMPLATE.sub(sub, value)
+            if isinstance(value, dict):
+                return {k: fill(v, (*loc, k), regex) for k, v in value.items()}
+            if isinstance(value, list):
+                return [fill(v, (*loc, i), regex) for i, v in enumerate(value)]
+            return value
+
+        instruction = fill(self.instruction, ("instruction",))
+        milestones = []
+        for i, m in enumerate(self.milestones):
+            info = DETECTORS.get(m.detector)
+            params = {k: fill(v, ("milestones", i, "params", k), k in info.regex_params) for k, v in m.params.items()}
+            try:
+                params = info.params_model.model_validate(params).model_dump(exclude_unset=True)
+            except ValidationError as e:
+                for err in e.errors():
+                    problems.append(f"{self.where(('milestones', i, 'params', *err['loc']))}: {err['msg']} (after templating)")
+            milestones.append(m.model_copy(update={"params": params}))
+        oracle = [OracleStep.model_validate(fill(s.model_dump(exclude_none=True), ("oracle", i))) for i, s in enumerate(self.oracle)]
+        near = [
+            n.model_copy(update={"steps": [OracleStep.model_validate(fill(s.model_dump(exclude_none=True), ("near_misses", j, "steps", i))) for i, s in enumerate(n.steps)]})
+            for j, n in enumerate(self.near_misses)
+        ]
+        if problems:
+            raise TaskFileError(problems)
+        return TaskVariant(
+            task=self, seed=seed, instruction=instruction, variables=ns, milestones=milestones, oracle=oracle, near_misses=near
+        )
+
+
+class TaskVariant(BaseModel):
+    """A task with its templates filled for one seed."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    task: TaskSpec
+    seed: int
+    instruction: str
+    variables: dict[str, str]
+    milestones: list[Milestone]
+    oracle: list[OracleStep]
+    near_misses: list[NearMiss]
+
+
+# ---------------------------------------------------------------------- loading
+def load_task(path: str | Path) -> TaskSpec:
+    """Load and validate one task file; raises TaskFileError listing every problem with file:line: field."""
+    path = Path(path)
+    data, lines = load_with_lines(path)
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        raise TaskFileError([f"{path}:1: (top level): expected a mapping of task fields, got {type(data).__name__}"])
+    try:
+        spec = TaskSpec.model_validate(data)
+    except ValidationError as e:
+        for err in e.errors():
+            loc = _clean_loc(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                parent_fields = _fields_at(loc[:-1])
+                msg = f"unknown field '{loc[-1]}'{did_you_mean(str(loc[-1]), parent_fields)}" if parent_fields else msg
+            problems.append(f"{path}:{line_of(lines, loc)}: {field_name(loc)}: {msg}")
+        raise TaskFileError(problems) from None
+    spec._path = path
+    spec._lines = lines
+    problems += _cross_check(spec)
+    if problems:
+        raise TaskFileError(problems)
+    return spec
+
+
+def _clean_loc(loc: tuple) -> Loc:
+    # pydantic puts union/model tags into loc ("function-after[...]", "list[...]"); drop them
+    return tuple(p for p in loc if isinstance(p, int) or ("[" not in p and "-" not in p or p in ("int",)))
+
+
+def _fields_at(loc: Loc) -> tuple[str, ...]:
+    model: Any = TaskSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        f = getattr(model, "model_fields", {}).get(part)
+        if f is None:
+            return ()
+        ann = f.annotation
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+            for sub in getattr(cand, "__args__", ()):
+                if isinstance(sub, type) and issubclass(sub, BaseModel):
+                    model = sub
+                    break
+    return tuple(getattr(model, "model_fields", {}).keys())
+
+
+def _cross_check(spec: TaskSpec) -> list[str]:
+    problems: list[str] = []
+    ids = [m.id for m in spec.milestones]
+    seen: set[str] = set()
+    for i, m in enumerate(spec.milestones):
+        if m.id in seen:
+            problems.append(f"{spec.where(('milestones', i, 'id'))}: duplicate milestone id '{m.id}'")
+        seen.add(m.id)
+        for j, a in enumerate(m.after):
+            if a not in ids:
+                problems.append(f"{spec.where(('milestones', i, 'after', j))}: unknown milestone '{a}'{did_you_mean(a, tuple(ids))}")
+            elif a == m.id:
+                problems.append(f"{spec.where(('milestones', i, 'after', j))}: a milestone cannot come after itself")
+        info = DETECTORS.get(m.detector)
+        allowed = tuple(info.params_model.model_fields)
+        for k in m.params:
+            if k not in allowed:
+                problems.append(
+                    f"{spec.where(('milestones', i, 'params', k))}: unknown parameter '{k}' for detector "
+                    f"{m.detector}{did_you_mean(k, allowed)}"
+                )
+        if not any(k not in allowed for k in m.params):
+            raw = {k: v for k, v in m.params.items()}
+            try:
+                info.params_model.model_validate(raw)
+            except ValidationError as e:
+                for err in e.errors():
+                    loc = ("milestones", i, "params", *err["loc"])
+                    kind = "missing required parameter" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
+                    problems.append(f"{spec.where(loc)}: {kind} for detector {m.detector}")
+    if not any(m.category == "goal" for m in spec.milestones) and spec.success == "all_goals":
+        problems.append(f"{spec.where(('milestones',))}: no milestone has category 'goal', so success cannot be verified")
+    if isinstance(spec.success, list):
+        for j, s in enumerate(spec.success):
+            if s not in ids:
+                problems.append(f"{spec.where(('success', j))}: unknown milestone '{s}'{did_you_mean(s, tuple(ids))}")
+    for j, n in enumerate(spec.near_misses):
+        for k, s in enumerate(n.must_not or []):
+            if s not in ids:
+                problems.append(f"{spec.where(('near_misses', j, 'must_not', k))}: unknown milestone '{s}'{did_you_mean(s, tuple(ids))}")
+    return problems
+
+
+def discover(paths: list[str | Path]) -> list[Path]:
+    """Task files under the given files/folders (``*.yaml``, excluding ``suite.yaml``), sorted."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*.yaml") if q.name != "suite.yaml")
+        else:
+            out.append(p)
+    return out
+
+
+def load_suite(path: str | Path) -> list[TaskSpec]:
+    """Every task in a suite folder; raises TaskFileError with the problems of all files."""
+    problems: list[str] = []
+    specs: list[TaskSpec] = []
+    for f in discover([path]):
+        try:
+            specs.append(load_task(f))
+        except TaskFileError as e:
+            problems += e.problems
+    ids = [s.id for s in specs]
+    for s in specs:
+        if ids.count(s.id) > 1:
+            problems.append(f"{s.path}:1: id: duplicate task id '{s.id}' in the suite")
+    if problems:
+        raise TaskFileError(problems)
+    return specs
+
+
+assert set(CATEGORIES) == set(DEFAULT_WEIGHTS)

@@ -1,0 +1,1 @@
+"""Gymnasium environments: the sandboxed browser env, its action language and observation parsing."""

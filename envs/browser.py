@@ -1,0 +1,685 @@
+"""The sandboxed browser environment: Gymnasium API over Playwright + Chromium, with milestone rewards.
+
+    env = gymnasium.make("agentrl/reports-total")          # or BrowserEnv("tasks/core/reports-total.yaml")
+    obs, info = env.reset(seed=3)
+    obs, reward, terminated, truncated, info = env.step('click(e12)')
+    info["milestones"]   # MilestoneEvents fired this step, with evidence
+
+`AsyncBrowserEnv` is the async twin (same methods, awaited) for asyncio programs; `BrowserEnv` runs the
+same code on a private event-loop thread, so it is safe to use from inside a running loop as well.
+Each episode gets a fresh browser context (cookies, storage, downloads dir) prepared while the previous
+episode runs, its own server-side sandbox state, and its own directory; requests to any origin but the
+sandbox are aborted and recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urljoin
+
+import gymnasium as gym
+import numpy as np
+from agentrl.envs.actions import Action, ActionError, parse_action
+from agentrl.envs.axtree import AXTree, parse_snapshot
+from agentrl.envs.host import BrowserHost
+from agentrl.envs.sandboxes import default_sandbox
+from agentrl.envs.spaces import AnyText
+from agentrl.rewards.detectors import FieldState, StepContext
+from agentrl.rewards.milestones import MilestoneTracker
+from gymnasium import spaces
+from playwright.async_api import BrowserContext, Dialog, Download, Page, Request, Response
+from playwright.async_api import Error as PlaywrightError
+
+from agentrl.taskspec import TaskSpec, TaskVariant, load_task
+from agentrl.trajectory import TrajectoryWriter
+from agentrl.types import (
+    ActionEvent,
+    BlockedRequestEvent,
+    DialogEvent,
+    DownloadEvent,
+    EpisodeSummary,
+    Event,
+    MilestoneEvent,
+    NavigationEvent,
+    RequestEvent,
+    StepRecord,
+)
+
+EPISODE_HEADER = "X-Agentrl-Episode"
+
+_FIELDS_JS = """() => {
+  const out = [], seen = new Set();
+  const text = el => (el ? el.innerText || el.textContent || '' : '').trim();
+  for (const el of document.querySelectorAll('input, select, textarea')) {
+    const type = (el.type || el.tagName).toLowerCase();
+    if (['hidden', 'submit', 'button', 'reset', 'image'].includes(type)) continue;
+    const label = el.labels && el.labels.length ? text(el.labels[0]) : (el.getAttribute('aria-label') || '');
+    if (type === 'radio') {
+      if (seen.has(el.name)) continue;
+      seen.add(el.name);
+      const group = [...document.querySelectorAll('input[type=radio]')].filter(r => r.name === el.name);
+      const c = group.find(r => r.checked);
+      const fs = el.closest('fieldset'), lg = fs && fs.querySelector('legend');
+      out.push({id: '', name: el.name || '', label: lg ? text(lg) : '', type: 'radio',
+                value: c ? ((c.labels && c.labels.length && text(c.labels[0])) || c.value) : '', checked: !!c});
+      continue;
+    }
+    let value = el.value;
+    if (el.tagName === 'SELECT') value = el.selectedOptions.length ? text(el.selectedOptions[0]) : '';
+    out.push({id: el.id || '', name: el.name || '', label, type, value,
+              checked: type === 'checkbox' ? el.checked : null});
+  }
+  return out;
+}"""
+
+_JS_BATCH = """exprs => exprs.map(e => { try { const v = (0, eval)(e); return v === undefined ? null : v; }
+  catch (err) { return null; } })"""
+
+
+@dataclass
+class BrowserEnvConfig:
+    """Run-time options of the browser env (the task file says what to do; this says how to run it)."""
+
+    screenshot: bool = False  # add an RGB screenshot to every observation
+    viewport: tuple[int, int] = (1024, 768)
+    max_steps: int | None = None  # overrides the task's max_steps
+    action_timeout_ms: int = 3000  # how long an action may wait for its element to be actionable
+    settle_timeout_ms: int = 5000  # cap on waiting for load + in-flight requests after an action
+    root_dir: Path | None = None  # episode directories go here (default: a temp dir per env)
+    record: bool = True  # write trajectory.jsonl (+ screenshots) into each episode directory
+    keep_episode_dirs: bool = True  # False: delete an episode's directory when the next reset starts
+    max_obs_chars: int = 200_000
+
+
+@dataclass
+class _Episode:
+    """One episode's browser context and everything observed in it."""
+
+    context: BrowserContext
+    page: Page
+    events: list[Event] = field(default_factory=list)
+    inflight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    downloads: list[asyncio.Task] = field(default_factory=list)
+    id: str = ""
+    dir: Path | None = None
+    variant: TaskVariant | None = None
+    tracker: MilestoneTracker | None = None
+    writer: TrajectoryWriter | None = None
+    t: int = 0
+    ax: AXTree | None = None
+    ret: float = 0.0
+    answer: str | None = None
+    ended: bool = False
+
+
+class AsyncBrowserEnv:
+    """The env's implementation; all methods are coroutines on one event loop."""
+
+    def __init__(
+        self,
+        task: TaskSpec | str | Path,
+        config: BrowserEnvConfig | None = None,
+        *,
+        sandbox: Any | None = None,
+        host: BrowserHost | None = None,
+    ) -> None:
+        self.spec = task if isinstance(task, TaskSpec) else load_task(task)
+        self.config = config or BrowserEnvConfig()
+        self.sandbox = sandbox or default_sandbox()
+        self.origin = self.sandbox.origin.rstrip("/")
+        self._host = host
+        self._ep: _Episode | None = None
+        self._spare: asyncio.Task[_Episode] | None = None
+        self._closing: set[asyncio.Task] = set()
+        self._own_root = self.config.root_dir is None
+        self.root_dir = Path(self.config.root_dir or tempfile.mkdtemp(prefix="agentrl-episodes-"))
+        self.root_dir.mkdir(parents=True, exist_ok=True)
+        self.max_steps = self.config.max_steps or self.spec.max_steps
+        self._allowed = re.compile(r"^(?:" + re.escape(self.origin) + r"(?:/|$)|data:|blob:|about:)")
+
+    @property
+    def host(self) -> BrowserHost:
+        if self._host is None:
+            self._host = BrowserHost.for_running_loop()
+        return self._host
+
+    # ------------------------------------------------------------------ contexts
+    async def _new_context(self) -> _Episode:
+        browser = await self.host.browser()
+        w, h = self.config.viewport
+        ctx = await browser.new_context(
+            viewport={"width": w, "height": h}, accept_downloads=True, service_workers="block"
+        )
+        page = await ctx.new_page()
+        ep = _Episode(context=ctx, page=page)
+        ep.idle.set()
+        # Abort everything outside the sandbox; the regex runs in the driver, so sandbox requests
+        # never pay a round trip to Python.
+        outside = re.compile(r"^(?!" + re.escape(self.origin) + r"(?:/|$)|data:|blob:|about:)")
+
+        async def block(route: Any) -> None:
+            ep.events.append(BlockedRequestEvent(method=route.request.method, url=route.request.url))
+            await route.abort("blockedbyclient")
+
+        await ctx.route(outside, block)
+
+        def on_request(_: Request) -> None:
+            ep.inflight += 1
+            ep.idle.clear()
+
+        def on_request_done(_: Request) -> None:
+            ep.inflight = max(0, ep.inflight - 1)
+            if ep.inflight == 0:
+                ep.idle.set()
+
+        def on_response(resp: Response) -> None:
+            req = resp.request
+            if not req.url.startswith(self.origin):
+                return
+            ep.events.append(
+                RequestEvent(method=req.method, url=req.url, status=resp.status, fields=_body_fields(req))
+            )
+
+        ctx.on("request", on_request)
+        ctx.on("requestfinished", on_request_done)
+        ctx.on("requestfailed", on_request_done)
+        ctx.on("response", on_response)
+        ctx.on("page", lambda p: self._adopt_page(ep, p))
+        self._wire_page(ep, page)
+        return ep
+
+    def _wire_page(self, ep: _Episode, page: Page) -> None:
+        def on_nav(frame: Any) -> None:
+            if frame == page.main_frame:
+                ep.events.append(NavigationEvent(url=frame.url))
+
+        async def on_dialog(d: Dialog) -> None:
+            ep.events.append(DialogEvent(type=d.type, message=d.message, accepted=True))
+            try:
+                await d.accept()
+            except PlaywrightError:
+                pass
+
+        def on_download(d: Download) -> None:
+            ep.downloads.append(asyncio.ensure_future(self._save_download(ep, d)))
+
+        page.on("framenavigated", on_nav)
+        page.on("dialog", on_dialog)
+        page.on("download", on_download)
+
+    def _adopt_page(self, ep: _Episode, page: Page) -> None:
+        """A popup or target=_blank page becomes the page the agent works in."""
+        if page is ep.page:
+            return
+        self._wire_page(ep, page)
+        ep.page = page
+
+    async def _save_download(self, ep: _Episode, d: Download) -> None:
+        assert ep.dir is not None
+        name = Path(d.suggested_filename).name or "download"
+        dest = ep.dir / "downloads" / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while dest.exists():
+            dest = dest.with_name(f"{Path(name).stem} ({n}){Path(name).suffix}")
+            n += 1
+        await d.save_as(dest)
+        ep.events.append(
+            DownloadEvent(url=d.url, suggested_filename=d.suggested_filename, path=dest.relative_to(ep.dir).as_posix())
+        )
+
+    def _prepare_spare(self) -> None:
+        self._spare = asyncio.ensure_future(self._new_context())
+
+    async def _take_context(self) -> _Episode:
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            try:
+                ep = await spare
+                if self.host.is_alive() and not ep.page.is_closed():
+                    return ep
+            except PlaywrightError:
+                pass  # the browser died while the spare was made: relaunch below
+        return await self._new_context()
+
+    def _retire(self, ep: _Episode) -> None:
+        async def close() -> None:
+            try:
+                await ep.context.close()
+            except PlaywrightError:
+                pass
+            if ep.id:
+                self.sandbox.close_episode(ep.id)
+
+        t = asyncio.ensure_future(close())
+        self._closing.add(t)
+        t.add_done_callback(self._closing.discard)
+
+    # ------------------------------------------------------------------ gym API
+    async def reset(self, seed: int, options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        old = self._ep
+        if old is not None:
+            self._finish(old, truncation_reason="reset before the episode ended")
+            self._retire(old)
+            if not self.config.keep_episode_dirs and old.dir is not None:
+                shutil.rmtree(old.dir, ignore_errors=True)
+        ep = await self._take_context()
+        self._prepare_spare()
+        self._ep = ep
+        ep.id = f"{self.spec.id}-s{seed}-{uuid.uuid4().hex[:8]}"
+        ep.dir = self.root_dir / ep.id
+        ep.dir.mkdir(parents=True)
+        facts = self.sandbox.open_episode(ep.id, seed)
+        ep.variant = self.spec.render(seed, facts)
+        ep.tracker = MilestoneTracker(ep.variant.milestones, self.spec.success_ids())
+        if self.config.record:
+            ep.writer = TrajectoryWriter(ep.dir / "trajectory.jsonl")
+            ep.writer.reset(
+                task_id=self.spec.id, seed=seed, episode_id=ep.id, instruction=ep.variant.instruction,
+                variables=ep.variant.variables, max_steps=self.max_steps,
+            )
+        await ep.context.set_extra_http_headers({EPISODE_HEADER: ep.id})
+        t0 = time.perf_counter()
+        await ep.page.goto(self.origin + self.spec.start.path, wait_until="load")
+        await self._settle(ep)
+        obs = await self._observe(ep, last_action=None, error=None, notes=_notes(ep.events))
+        # the start page's own events (its load, blocked third-party requests) are reported, not scored
+        info = self._info(ep, [], list(ep.events), error=None, latency_ms=(time.perf_counter() - t0) * 1000)
+        return obs, info
+
+    async def step(self, action_text: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        ep = self._ep
+        if ep is None or ep.variant is None or ep.tracker is None:
+            raise RuntimeError("call reset() before step()")
+        if ep.ended:
+            raise RuntimeError("the episode has ended (terminated or truncated); call reset()")
+        t0 = time.perf_counter()
+        ep.t += 1
+        mark = len(ep.events)
+        action = parse_action(action_text)
+        error: str | None = str(action) if isinstance(action, ActionError) else None
+        try:
+            if isinstance(action, Action):
+                error = await self._execute(ep, action)
+                await self._settle(ep)
+            step_events = ep.events[mark:]
+            notes = _notes(step_events)
+            obs = await self._observe(ep, last_action=action, error=error, notes=notes)
+            ctx = await self._detector_context(ep, step_events)
+        except PlaywrightError as e:
+            if self.host.is_alive() and not ep.page.is_closed():
+                raise
+            reason = f"browser died: {str(e).splitlines()[0]}"
+            return self._dead(ep, action_text, action, reason, t0)
+        fired = ep.tracker.update(ctx)
+        reward = float(sum(m.reward for m in fired))
+        ep.ret += reward
+        success = ep.tracker.success
+        terminated = success or (isinstance(action, Action) and action.name == "done")
+        truncated = not terminated and ep.t >= self.max_steps
+        record = StepRecord(
+            t=ep.t, action=action_text, parsed=str(action) if isinstance(action, Action) else None, error=error,
+            observation=obs["text"], url=obs["url"], reward=reward, milestones=fired, events=step_events,
+            terminated=terminated, truncated=truncated,
+            truncation_reason="max_steps reached" if truncated else None,
+            screenshot=obs.get("_screenshot_path"), latency_ms=(time.perf_counter() - t0) * 1000,
+        )
+        obs.pop("_screenshot_path", None)
+        if ep.writer:
+            ep.writer.step(record)
+        if terminated or truncated:
+            self._finish(ep, truncation_reason=record.truncation_reason, terminated=terminated)
+        info = self._info(ep, fired, step_events, error=error, latency_ms=record.latency_ms)
+        info["truncation_reason"] = record.truncation_reason
+        return obs, reward, terminated, truncated, info
+
+    def _dead(self, ep: _Episode, action_text: str, action: Any, reason: str, t0: float):
+        obs = self._blank_obs(ep, error=reason)
+        record = StepRecord(
+            t=ep.t, action=action_text, parsed=str(action) if isinstance(action, Action) else None, error=reason,
+            observation=obs["text"], url="", reward=0.0, truncated=True, truncation_reason=reason,
+            latency_ms=(time.perf_counter() - t0) * 1000,
+        )
+        if ep.writer:
+            ep.writer.step(record)
+        self._finish(ep, truncation_reason=reason)
+        info = self._info(ep, [], [], error=reason, latency_ms=record.latency_ms)
+        info["truncation_reason"] = reason
+        return obs, 0.0, False, True, info
+
+    def _finish(self, ep: _Episode, truncation_reason: str | None, terminated: bool = False) -> None:
+        if ep.ended or ep.tracker is None or ep.variant is None:
+            return
+        ep.ended = True
+        if ep.writer:
+            ep.writer.end(self.summary(ep, terminated=terminated, truncation_reason=truncation_reason))
+            ep.writer.close()
+
+    def summary(self, ep: _Episode | None = None, *, terminated: bool = False, truncation_reason: str | None = None) -> EpisodeSummary:
+        ep = ep or self._ep
+        assert ep is not None and ep.tracker is not None and ep.variant is not None
+        return EpisodeSummary(
+            task_id=self.spec.id, seed=ep.variant.seed, instruction=ep.variant.instruction,
+            success=ep.tracker.success, return_=ep.ret, steps=ep.t, milestones=list(ep.tracker.order),
+            terminated=terminated, truncated=truncation_reason is not None, truncation_reason=truncation_reason,
+            answer=ep.answer,
+        )
+
+    async def close(self) -> None:
+        if self._ep is not None:
+            self._finish(self._ep, truncation_reason="env closed")
+            self._retire(self._ep)
+            self._ep = None
+        if self._spare is not None:
+            spare, self._spare = self._spare, None
+            try:
+                ep = await spare
+                await ep.context.close()
+            except PlaywrightError:
+                pass
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        if self._own_root and not self.config.keep_episode_dirs:
+            shutil.rmtree(self.root_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ acting
+    async def _execute(self, ep: _Episode, action: Action) -> str | None:
+        """Carry out the action; returns an error message for the agent, or None."""
+        page, timeout = ep.page, self.config.action_timeout_ms
+        el = None
+        if action.target is not None:
+            el = ep.ax.by_ref(action.target) if ep.ax else None
+            if el is None:
+                ids = ", ".join(ep.ax.refs()[:12]) if ep.ax else ""
+                return f"{action}: there is no element {action.target} on the page (ids now: {ids}…)"
+        event = ActionEvent(
+            name=action.name, target=action.target, role=el.role if el else None, label=el.name if el else None,
+            value=action.args[-1] if action.args and action.name != "click" else None,
+        )
+        try:
+            loc = page.locator(f"aria-ref={action.target}") if action.target else None
+            match action.name:
+                case "click":
+                    await loc.click(timeout=timeout)
+                case "fill":
+                    await loc.fill(action.args[1], timeout=timeout)
+                case "select":
+                    try:
+                        await loc.select_option(label=action.args[1], timeout=timeout)
+                    except PlaywrightError:
+                        await loc.select_option(value=action.args[1], timeout=timeout)
+                case "press":
+                    await page.keyboard.press(action.args[0])
+                case "scroll":
+                    dx, dy = {"up": (0, -600), "down": (0, 600), "left": (-600, 0), "right": (600, 0)}[action.args[0]]
+                    await page.mouse.wheel(dx, dy)
+                case "goto":
+                    url = urljoin(page.url, action.args[0])
+                    if not self._allowed.match(url):
+                        ep.events.append(BlockedRequestEvent(method="GET", url=url))
+                        ep.events.append(event.model_copy(update={"ok": False}))
+                        return f"{action}: blocked, {url} is outside the sandbox ({self.origin})"
+                    await page.goto(url, wait_until="load")
+                case "back":
+                    await page.go_back(wait_until="load")
+                case "wait":
+                    await page.wait_for_timeout(300)
+                case "done":
+                    ep.answer = action.args[0]
+        except PlaywrightError as e:
+            if not self.host.is_alive() or page.is_closed():
+                raise
+            ep.events.append(event.model_copy(update={"ok": False}))
+            return f"{action} failed: {_short_error(e)}"
+        ep.events.append(event)
+        return None
+
+    async def _settle(self, ep: _Episode) -> None:
+        """Wait for the page to settle on signals, never a fixed sleep: load state, in-flight requests,
+        pending downloads — each capped by settle_timeout_ms."""
+        deadline = time.perf_counter() + self.config.settle_timeout_ms / 1000
+        try:
+            await ep.page.wait_for_load_state("load", timeout=self.config.settle_timeout_ms)
+        except PlaywrightError:
+            if not self.host.is_alive() or ep.page.is_closed():
+                raise
+        left = max(0.0, deadline - time.perf_counter())
+        if not ep.idle.is_set():
+            try:
+                await asyncio.wait_for(ep.idle.wait(), timeout=left)
+            except TimeoutError:
+                pass
+        if ep.downloads:
+            pending, ep.downloads = ep.downloads, []
+            await asyncio.wait(pending, timeout=max(0.5, deadline - time.perf_counter()))
+
+    # ------------------------------------------------------------------ observing
+    async def _observe(self, ep: _Episode, *, last_action: Any, error: str | None, notes: list[str]) -> dict[str, Any]:
+        page = ep.page
+        snapshot = await page.aria_snapshot(mode="ai", timeout=self.config.settle_timeout_ms)
+        ep.ax = parse_snapshot(snapshot)
+        title = await page.title()
+        assert ep.variant is not None
+        if last_action is None:
+            last = "none (start of episode)"
+        elif error:
+            last = f"{last_action if isinstance(last_action, Action) else 'unparseable'} -> ERROR: {error}"
+        else:
+            last = f"{last_action} -> ok"
+        parts = [
+            f"Goal: {ep.variant.instruction}",
+            f"URL: {page.url}",
+            f"Title: {title}",
+            f"Step: {ep.t}/{self.max_steps}",
+            f"Last action: {last}",
+        ]
+        parts += [f"Note: {n}" for n in notes]
+        parts += ["Page:", snapshot]
+        text = "\n".join(parts)
+        if len(text) > self.config.max_obs_chars:
+            text = text[: self.config.max_obs_chars] + "\n[observation cut at max_obs_chars]"
+        obs: dict[str, Any] = {
+            "text": text, "goal": ep.variant.instruction, "url": page.url, "title": title,
+            "axtree": snapshot, "last_action_error": error or "",
+        }
+        if self.config.screenshot:
+            png = await page.screenshot(type="png")
+            obs["screenshot"] = _png_to_array(png, self.config.viewport)
+            if self.config.record and ep.dir is not None:
+                shot = ep.dir / "screenshots" / f"{ep.t:04d}.png"
+                shot.parent.mkdir(exist_ok=True)
+                shot.write_bytes(png)
+                obs["_screenshot_path"] = shot.relative_to(ep.dir).as_posix()
+        return obs
+
+    def _blank_obs(self, ep: _Episode, error: str) -> dict[str, Any]:
+        goal = ep.variant.instruction if ep.variant else ""
+        obs: dict[str, Any] = {
+            "text": f"Goal: {goal}\nURL: \nTitle: \nLast action: ERROR: {error}\nPage:\n",
+            "goal": goal, "url": "", "title": "", "axtree": "", "last_action_error": error,
+        }
+        if self.config.screenshot:
+            w, h = self.config.viewport
+            obs["screenshot"] = np.zeros((h, w, 3), dtype=np.uint8)
+        return obs
+
+    async def _detector_context(self, ep: _Episode, step_events: list[Event]) -> StepContext:
+        assert ep.tracker is not None and ep.dir is not None and ep.ax is not None
+        needs = ep.tracker.needs
+        ctx = StepContext(
+            step=ep.t, events=step_events, history=list(ep.events), url=ep.page.url, title="",
+            ax=ep.ax, episode_dir=ep.dir,
+            answer=ep.answer if any(isinstance(e, ActionEvent) and e.name == "done" for e in step_events) else None,
+        )
+        if "fields" in needs:
+            ctx.fields = [FieldState(**f) for f in await ep.page.evaluate(_FIELDS_JS)]
+        if "js" in needs:
+            exprs = ep.tracker.js_expressions()
+            ctx.js = dict(zip(exprs, await ep.page.evaluate(_JS_BATCH, exprs), strict=True))
+        if "server_state" in needs:
+            ctx.server_state = self.sandbox.episode_state(ep.id)
+        return ctx
+
+    def _info(self, ep: _Episode, fired: list[MilestoneEvent], events: list[Event], *, error: str | None, latency_ms: float) -> dict[str, Any]:
+        assert ep.tracker is not None and ep.variant is not None
+        return {
+            "milestones": fired,
+            "events": events,
+            "success": ep.tracker.success,
+            "completed": list(ep.tracker.order),
+            "return": ep.ret,
+            "action_error": error,
+            "episode_id": ep.id,
+            "episode_dir": str(ep.dir),
+            "instruction": ep.variant.instruction,
+            "variables": ep.variant.variables,
+            "step": ep.t,
+            "latency_ms": latency_ms,
+        }
+
+    # for agents that need the task (the scripted agent follows the oracle)
+    @property
+    def variant(self) -> TaskVariant | None:
+        return self._ep.variant if self._ep else None
+
+
+def _body_fields(req: Request) -> dict[str, str | list[str]]:
+    if req.method in ("GET", "HEAD"):
+        return {}
+    try:
+        data = req.post_data
+    except (PlaywrightError, UnicodeDecodeError):
+        return {}
+    if not data:
+        return {}
+    ctype = (req.headers.get("content-type") or "").lower()
+    if "json" in ctype:
+        try:
+            obj = req.post_data_json
+        except (PlaywrightError, ValueError):
+            return {}
+        if isinstance(obj, dict):
+            return {str(k): v if isinstance(v, str) else str(v) for k, v in obj.items()}
+        return {}
+    if "x-www-form-urlencoded" in ctype:
+        return {k: v[0] if len(v) == 1 else v for k, v in parse_qs(data, keep_blank_values=True).items()}
+    return {}
+
+
+def _notes(events: list[Event]) -> list[str]:
+    out = []
+    for e in events:
+        if isinstance(e, DialogEvent):
+            out.append(f"a {e.type} dialog said {e.message!r} (accepted)")
+        elif isinstance(e, DownloadEvent):
+            out.append(f"downloaded {e.suggested_filename} to {e.path}")
+        elif isinstance(e, BlockedRequestEvent):
+            out.append(f"blocked a request to {e.url} (outside the sandbox)")
+    return out
+
+
+def _short_error(e: Exception) -> str:
+    msg = str(e).split("Call log:")[0].strip()
+    return msg.splitlines()[0][:300] if msg else type(e).__name__
+
+
+def _png_to_array(png: bytes, viewport: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    w, h = viewport
+    if img.size != (w, h):
+        img = img.resize((w, h))
+    return np.asarray(img, dtype=np.uint8)
+
+
+# ====================================================================== Gymnasium env
+class BrowserEnv(gym.Env[dict, str]):
+    """Gymnasium env over `AsyncBrowserEnv`; browser work runs on the process's browser-loop thread.
+
+    Observation: dict with ``text`` (goal, URL, title, last action result, accessibility tree with element
+    ids — what an LLM reads), ``goal``, ``url``, ``title``, ``axtree``, ``last_action_error``, and
+    ``screenshot`` (H, W, 3 uint8) when `config.screenshot`. Action: a string in the action language.
+    """
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(
+        self,
+        task: TaskSpec | str | Path,
+        config: BrowserEnvConfig | None = None,
+        *,
+        sandbox: Any | None = None,
+        render_mode: str | None = None,
+        **config_kwargs: Any,
+    ) -> None:
+        if config_kwargs:
+            config = BrowserEnvConfig(**{**(config.__dict__ if config else {}), **config_kwargs})
+        self._host = BrowserHost.shared()
+        self._env = AsyncBrowserEnv(task, config, sandbox=sandbox, host=self._host)
+        self.spec_task = self._env.spec
+        self.render_mode = render_mode
+        cfg = self._env.config
+        obs_spaces: dict[str, spaces.Space] = {
+            k: AnyText() for k in ("text", "goal", "url", "title", "axtree", "last_action_error")
+        }
+        if cfg.screenshot:
+            w, h = cfg.viewport
+            obs_spaces["screenshot"] = spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
+        self.observation_space = spaces.Dict(obs_spaces)
+        self.action_space = AnyText(max_length=10_000)
+        self._last_obs: dict[str, Any] | None = None
+
+    @property
+    def task(self) -> TaskSpec:
+        return self._env.spec
+
+    @property
+    def variant(self) -> TaskVariant | None:
+        return self._env.variant
+
+    @property
+    def sandbox(self) -> Any:
+        return self._env.sandbox
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is None:
+            seed = int(self.np_random.integers(0, 2**31 - 1))
+        obs, info = self._host.run(self._env.reset(seed, options))
+        self._last_obs = obs
+        return obs, info
+
+    def step(self, action: str):
+        obs, reward, terminated, truncated, info = self._host.run(self._env.step(action))
+        self._last_obs = obs
+        return obs, reward, terminated, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        if self._last_obs is not None and "screenshot" in self._last_obs:
+            return self._last_obs["screenshot"]
+        ep = self._env._ep
+        if ep is None:
+            return None
+        png = self._host.run(ep.page.screenshot(type="png"))
+        return _png_to_array(png, self._env.config.viewport)
+
+    def summary(self) -> EpisodeSummary:
+        return self._env.summary()
+
+    def close(self) -> None:
+        if getattr(self, "_env", None) is not None:
+            self._host.run(self._env.close())
+        super().close()

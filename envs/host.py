@@ -1,0 +1,140 @@
+"""One Playwright driver and one Chromium per event loop, shared by the envs that run on that loop.
+
+The sync `BrowserEnv` runs its browser work on a private event-loop thread (`BrowserHost.shared()`), so
+it works inside an asyncio program too (sync Playwright refuses to run inside a running loop — the
+anchors' most-reported rollout bug). `AsyncBrowserEnv` uses the host of the loop it runs on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from playwright.async_api import Browser, Playwright, async_playwright
+
+T = TypeVar("T")
+
+CHROMIUM = os.environ.get("AGENTRL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROME_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    # Without this Chromium keeps resolving Google hosts on a closed network; also keeps every name but
+    # the loopback ones unresolvable, a second wall behind the per-context request blocking.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
+]
+
+
+class BrowserHost:
+    """Owns Playwright + one Chromium process for one event loop; relaunches Chromium if it died."""
+
+    _by_loop: dict[int, BrowserHost] = {}
+    _shared: BrowserHost | None = None
+    _shared_pid: int | None = None
+    _lock = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, headless: bool = True) -> None:
+        self.loop = loop
+        self.headless = headless
+        self._pw: Playwright | None = None
+        self._browser: Browser | None = None
+        self._launch_lock: asyncio.Lock | None = None
+        self.launches = 0
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def for_running_loop(cls) -> BrowserHost:
+        loop = asyncio.get_running_loop()
+        host = cls._by_loop.get(id(loop))
+        if host is None or host.loop is not loop:
+            host = cls._by_loop[id(loop)] = cls(loop)
+        return host
+
+    @classmethod
+    def shared(cls) -> BrowserHost:
+        """The process-wide host on a private daemon loop thread (fork-safe: a child process gets its own)."""
+        with cls._lock:
+            if cls._shared is None or cls._shared_pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                t = threading.Thread(target=loop.run_forever, name="agentrl-browser-loop", daemon=True)
+                t.start()
+                cls._shared, cls._shared_pid = cls(loop), os.getpid()
+            return cls._shared
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run `coro` on this host's loop from another thread and wait for it."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            coro.close()
+            raise RuntimeError("BrowserHost.run() called from its own loop; await the coroutine instead")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    # ------------------------------------------------------------------ browser
+    async def browser(self) -> Browser:
+        if self._launch_lock is None:
+            self._launch_lock = asyncio.Lock()
+        async with self._launch_lock:
+            if self._browser is not None and self._browser.is_connected():
+                return self._browser
+            if self._pw is None:
+                self._pw = await async_playwright().start()
+            self._browser = await self._pw.chromium.launch(
+                executable_path=CHROMIUM, headless=self.headless, args=CHROME_ARGS
+            )
+            self.launches += 1
+            return self._browser
+
+    def is_alive(self) -> bool:
+        return self._browser is not None and self._browser.is_connected()
+
+    async def aclose(self) -> None:
+        if self._browser is not None:
+            try:
+                await self._browser.close()
+            except Exception:  # noqa: BLE001 - already dead is fine when closing
+                pass
+            self._browser = None
+        if self._pw is not None:
+            await self._pw.stop()
+            self._pw = None
+
+
+def browser_pids(root_pid: int | None = None) -> list[int]:
+    """PIDs of Chromium processes descending from `root_pid` (default: this process), read from /proc."""
+    root_pid = root_pid or os.getpid()
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ..." — comm may contain spaces, so split at the last ')'
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z":
+            continue
+        children.setdefault(int(fields[1]), []).append(int(d.name))
+        names[int(d.name)] = comm
+    out, stack = [], [root_pid]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            stack.append(c)
+            if "chrom" in names.get(c, ""):
+                out.append(c)
+    return out

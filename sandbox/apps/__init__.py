@@ -1,0 +1,16 @@
+"""The sandbox's web apps. Each app is mounted by :class:`agentrl.sandbox.server.SandboxServer` at ``/<name>/``."""
+
+from __future__ import annotations
+
+from .accounts import AccountsApp
+from .base import App, Html, Request, Response
+from .playground import PlaygroundApp
+from .reports import ReportsApp
+
+
+def default_apps() -> list[App]:
+    """Fresh instances of every built-in app, in the order they are listed on the index page."""
+    return [AccountsApp(), ReportsApp(), PlaygroundApp()]
+
+
+__all__ = ["AccountsApp", "App", "Html", "PlaygroundApp", "ReportsApp", "Request", "Response", "default_apps"]

@@ -1,0 +1,92 @@
+"""`playground`: a page of small widgets that each produce one kind of event the detectors look for —
+JS dialogs, an ARIA dialog, DOM updates, a JSON request, a download, a popup, an outside link and
+image (which the sandbox must block). Tests of the detectors and the env's plumbing run against it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import App, Html, Request, Response, html_response, not_found, page, render
+
+_SCRIPT = """
+const $ = id => document.getElementById(id);
+$('alert-btn').onclick = () => alert('Hello from the playground');
+$('confirm-btn').onclick = () => { $('confirm-result').textContent = confirm('Delete the draft?') ? 'Draft deleted' : 'Kept'; };
+$('dialog-btn').onclick = () => { $('settings-dialog').hidden = false; };
+$('close-dialog').onclick = () => { $('settings-dialog').hidden = true; };
+$('add-btn').onclick = () => { const p = document.createElement('p'); p.textContent = 'Item added'; $('items').append(p); window.itemsAdded = (window.itemsAdded || 0) + 1; };
+$('send-btn').onclick = async () => {
+  const r = await fetch('{echo}', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                    body: JSON.stringify({message: $('message').value, kind: 'note'})});
+  $('send-result').textContent = r.ok ? 'Message sent' : 'Sending failed';
+};
+"""
+
+
+@dataclass
+class PlaygroundState:
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    downloads: int = 0
+
+
+class PlaygroundApp(App):
+    name = "playground"
+    title = "Playground"
+    description = "Widgets that raise dialogs, send requests and download files (for detector tests)."
+
+    def new_state(self, seed: int) -> PlaygroundState:
+        return PlaygroundState()
+
+    def facts(self, state: PlaygroundState) -> dict[str, str]:
+        return {"greeting": "Hello from the playground"}
+
+    def public_state(self, state: PlaygroundState) -> dict[str, Any]:
+        return {"messages": [dict(m) for m in state.messages], "downloads": state.downloads}
+
+    def handle(self, req: Request, state: PlaygroundState) -> Response:
+        if req.path == "/":
+            return html_response(page("Playground", self._index(req), app_title=self.title))
+        if req.path == "/api/echo" and req.method == "POST":
+            state.messages.append(dict(req.form))
+            return Response(body=json.dumps({"ok": True}).encode(), content_type="application/json")
+        if req.path == "/notes.txt":
+            state.downloads += 1
+            return Response(
+                body=b"Playground notes\nline two\n",
+                content_type="text/plain; charset=utf-8",
+                headers=[("Content-Disposition", 'attachment; filename="notes.txt"')],
+            )
+        if req.path == "/popup":
+            return html_response(
+                page("Popup", Html("<h1>Popup page</h1><p>Opened in a new tab.</p>"), app_title=self.title)
+            )
+        return not_found(self.title)
+
+    def _index(self, req: Request) -> Html:
+        return render(
+            "<h1>Playground</h1>\n"
+            '<div class="actions">'
+            '<button type="button" id="alert-btn">Show alert</button>'
+            '<button type="button" id="confirm-btn">Ask to confirm</button>'
+            '<button type="button" id="dialog-btn">Open settings</button>'
+            '<button type="button" id="add-btn">Add item</button></div>\n'
+            '<p id="confirm-result" role="status"></p>\n'
+            '<div id="items"></div>\n'
+            '<div role="dialog" aria-modal="true" aria-label="Settings" id="settings-dialog" hidden>'
+            '<h2>Settings</h2><button type="button" id="close-dialog">Close settings</button></div>\n'
+            '<div class="field"><label for="message">Message</label><input type="text" id="message" name="message"></div>\n'
+            '<div class="field"><input type="checkbox" id="subscribe" name="subscribe">'
+            '<label for="subscribe">Subscribe</label></div>\n'
+            '<div class="actions"><button type="button" id="send-btn">Send message</button></div>\n'
+            '<p id="send-result" role="status"></p>\n'
+            '<p><a href="{notes}">Download notes</a> · <a href="{popup}" target="_blank">Open popup</a> · '
+            '<a href="http://example.com/outside">Outside link</a></p>\n'
+            '<img src="http://example.com/tracker.png" alt="" width="1" height="1">\n'
+            "<script>{script}</script>",
+            notes=req.url("/notes.txt"),
+            popup=req.url("/popup"),
+            script=Html(_SCRIPT.replace("{echo}", req.url("/api/echo"))),
+        )
