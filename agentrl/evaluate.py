@@ -62,7 +62,7 @@ def run_episode(
     return EpisodeResult(
         task_id=env.task.id, seed=seed, success=s.success, return_=s.return_, steps=s.steps,
         milestones=list(s.milestones), truncated=truncated, truncation_reason=info.get("truncation_reason"),
-        error=error, episode_dir=info["episode_dir"], seconds=time.perf_counter() - t0, actions=actions,
+        error=error, episode_dir=str(env.episode_dir), seconds=time.perf_counter() - t0, actions=actions,
     )
 
 

@@ -160,11 +160,11 @@ class OracleStep(_Model):
 
 
 class NearMiss(_Model):
-    """A plausible wrong solution that must not earn the goal (and must not fire `must_not` milestones)."""
+    """A plausible wrong solution that must not reach success (nor fire any milestone in `must_not`)."""
 
     name: str
     steps: list[OracleStep] = Field(min_length=1)
-    must_not: list[str] | None = None  # default: every goal milestone
+    must_not: list[str] = []
 
 
 class TaskSpec(_Model):
@@ -353,7 +353,7 @@ def _cross_check(spec: TaskSpec) -> list[str]:
             if s not in ids:
                 problems.append(f"{spec.where(('success', j))}: unknown milestone '{s}'{did_you_mean(s, tuple(ids))}")
     for j, n in enumerate(spec.near_misses):
-        for k, s in enumerate(n.must_not or []):
+        for k, s in enumerate(n.must_not):
             if s not in ids:
                 problems.append(f"{spec.where(('near_misses', j, 'must_not', k))}: unknown milestone '{s}'{did_you_mean(s, tuple(ids))}")
     return problems

@@ -22,7 +22,8 @@ class TrajectoryWriter:
     def _write(self, obj: dict[str, Any]) -> None:
         if self._f is None:
             raise RuntimeError(f"trajectory {self.path} is closed")
-        self._f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        # ASCII-escaped: agent output may hold lone surrogates, which UTF-8 cannot encode
+        self._f.write(json.dumps(obj) + "\n")
         self._f.flush()
 
     def reset(self, **meta: Any) -> None:

@@ -289,12 +289,11 @@ class AsyncBrowserEnv:
                 variables=ep.variant.variables, max_steps=self.max_steps,
             )
         await ep.context.set_extra_http_headers({EPISODE_HEADER: ep.id})
-        t0 = time.perf_counter()
         await ep.page.goto(self.origin + self.spec.start.path, wait_until="load")
         await self._settle(ep)
         obs = await self._observe(ep, last_action=None, error=None, notes=_notes(ep.events))
         # the start page's own events (its load, blocked third-party requests) are reported, not scored
-        info = self._info(ep, [], list(ep.events), error=None, latency_ms=(time.perf_counter() - t0) * 1000)
+        info = self._info(ep, [], list(ep.events), error=None)
         return obs, info
 
     async def step(self, action_text: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
@@ -339,7 +338,7 @@ class AsyncBrowserEnv:
             ep.writer.step(record)
         if terminated or truncated:
             self._finish(ep, truncation_reason=record.truncation_reason, terminated=terminated)
-        info = self._info(ep, fired, step_events, error=error, latency_ms=record.latency_ms)
+        info = self._info(ep, fired, step_events, error=error)
         info["truncation_reason"] = record.truncation_reason
         return obs, reward, terminated, truncated, info
 
@@ -353,7 +352,7 @@ class AsyncBrowserEnv:
         if ep.writer:
             ep.writer.step(record)
         self._finish(ep, truncation_reason=reason)
-        info = self._info(ep, [], [], error=reason, latency_ms=record.latency_ms)
+        info = self._info(ep, [], [], error=reason)
         info["truncation_reason"] = reason
         return obs, 0.0, False, True, info
 
@@ -530,7 +529,9 @@ class AsyncBrowserEnv:
             ctx.server_state = self.sandbox.episode_state(ep.id)
         return ctx
 
-    def _info(self, ep: _Episode, fired: list[MilestoneEvent], events: list[Event], *, error: str | None, latency_ms: float) -> dict[str, Any]:
+    def _info(self, ep: _Episode, fired: list[MilestoneEvent], events: list[Event], *, error: str | None) -> dict[str, Any]:
+        # Only what the same seed and actions reproduce (Gymnasium's checker compares infos); the episode's
+        # id, directory and timings are on the env (`episode_id`, `episode_dir`) and in the trajectory file.
         assert ep.tracker is not None and ep.variant is not None
         return {
             "milestones": fired,
@@ -539,18 +540,23 @@ class AsyncBrowserEnv:
             "completed": list(ep.tracker.order),
             "return": ep.ret,
             "action_error": error,
-            "episode_id": ep.id,
-            "episode_dir": str(ep.dir),
             "instruction": ep.variant.instruction,
-            "variables": ep.variant.variables,
+            "variables": dict(ep.variant.variables),
             "step": ep.t,
-            "latency_ms": latency_ms,
         }
 
     # for agents that need the task (the scripted agent follows the oracle)
     @property
     def variant(self) -> TaskVariant | None:
         return self._ep.variant if self._ep else None
+
+    @property
+    def episode_id(self) -> str | None:
+        return self._ep.id if self._ep else None
+
+    @property
+    def episode_dir(self) -> Path | None:
+        return self._ep.dir if self._ep else None
 
 
 def _body_fields(req: Request) -> dict[str, str | list[str]]:
@@ -651,6 +657,14 @@ class BrowserEnv(gym.Env[dict, str]):
     @property
     def sandbox(self) -> Any:
         return self._env.sandbox
+
+    @property
+    def episode_id(self) -> str | None:
+        return self._env.episode_id
+
+    @property
+    def episode_dir(self) -> Path | None:
+        return self._env.episode_dir
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)

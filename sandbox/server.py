@@ -90,6 +90,7 @@ class _Episode:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the default listen backlog (5) stalls parallel browsers for a 1 s SYN retry
     sandbox: SandboxServer
 
     def server_bind(self) -> None:

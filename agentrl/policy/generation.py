@@ -12,12 +12,13 @@ Two ways to act:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
 import secrets
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -187,7 +188,9 @@ def check_candidates(candidates: Sequence[str]) -> None:
     if not candidates:
         raise ValueError("choose() needs at least one candidate action per prompt")
     if len(set(candidates)) != len(candidates):
-        raise ValueError(f"duplicate candidate actions: {sorted(c for c in set(candidates) if candidates.count(c) > 1)}")
+        raise ValueError(
+            f"duplicate candidate actions: {sorted(c for c in set(candidates) if candidates.count(c) > 1)}"
+        )
 
 
 def call_with_timeout(fn: Callable[[], _T], timeout_s: float | None, what: str) -> _T:
@@ -324,8 +327,21 @@ class _BufferedLayer(DynamicLayer):
 def make_cache(model: PreTrainedModel, capacity: int) -> DynamicCache:
     """A DynamicCache for `model` whose full-attention layers are preallocated for `capacity` tokens."""
     cache = DynamicCache(config=model.config)
-    cache.layers = [_BufferedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    cache.layers = [
+        _BufferedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers
+    ]
     return cache
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run in eval mode (no dropout), restoring train mode after: the trainer may share the model."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 class HFGenerator:
@@ -343,7 +359,7 @@ class HFGenerator:
         device: str | torch.device | None = None,
         *,
         prompt_batch_size: int = 16,
-        choose_mode: Literal["shared", "concat"] = "shared",
+        choose_mode: Literal["auto", "packed", "shared", "concat"] = "auto",
         choose_batch_size: int = 64,
         sync_timeout_s: float | None = 120.0,
     ) -> None:
@@ -358,6 +374,9 @@ class HFGenerator:
         vocab = tokenizer.get_vocab()
         self.end_id = int(vocab.get("<|im_end|>", tokenizer.eos_token_id))  # appended to choose() candidates
         self.prompt_batch_size = prompt_batch_size
+        if choose_mode == "auto":  # packed needs an attention that takes a custom 4D mask
+            impl = getattr(model.config, "_attn_implementation", None)
+            choose_mode = "packed" if impl in ("sdpa", "eager") else "shared"
         self.choose_mode = choose_mode
         self.choose_batch_size = choose_batch_size
         self.sync_timeout_s = sync_timeout_s
@@ -373,9 +392,10 @@ class HFGenerator:
             raise ValueError("empty prompt")
         seeds = prompt_seeds(sampling.seed, prompts, salt="generate")
         out: list[list[Completion]] = []
-        for i in range(0, len(prompts), self.prompt_batch_size):
-            chunk = slice(i, i + self.prompt_batch_size)
-            out.extend(self._generate_batch(prompts[chunk], seeds[chunk], sampling))
+        with eval_mode(self.model):
+            for i in range(0, len(prompts), self.prompt_batch_size):
+                chunk = slice(i, i + self.prompt_batch_size)
+                out.extend(self._generate_batch(prompts[chunk], seeds[chunk], sampling))
         return out
 
     def _stop_rules(self, stop: Sequence[str]) -> tuple[set[int], list[str]]:
@@ -408,7 +428,9 @@ class HFGenerator:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, Tp)
 
         cache = make_cache(self.model, Tp + max_new)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+        )
         cache = out.past_key_values
         logits = out.logits[:, -1, :].float()  # (B, V)
         if n > 1:  # share the prompt pass across the n samples
@@ -419,7 +441,10 @@ class HFGenerator:
 
         # One uniform per (row, step), from a generator keyed on (prompt seed, sample index).
         u_all = torch.stack(
-            [torch.rand(max_new, generator=torch.Generator().manual_seed(seeds[r // n] + r % n)) for r in range(R)]
+            [
+                torch.rand(max_new, generator=torch.Generator().manual_seed(seeds[r // n] + r % n))
+                for r in range(R)
+            ]
         ).to(self.device)  # (R, max_new)
 
         toks: list[list[int]] = [[] for _ in range(R)]
@@ -482,29 +507,39 @@ class HFGenerator:
         return [self.tokenizer.encode(c, add_special_tokens=False) + [self.end_id] for c in candidates]
 
     @torch.no_grad()
-    def score_candidates(self, prompts: list[list[int]], candidates: list[list[str]]) -> list[CandidateScores]:
+    def score_candidates(
+        self, prompts: list[list[int]], candidates: list[list[str]]
+    ) -> list[CandidateScores]:
         """Unrestricted token log-probs of every candidate after its prompt (one batched pass per prompt)."""
         self._check_usable()
         if len(prompts) != len(candidates):
             raise ValueError(f"{len(prompts)} prompts but {len(candidates)} candidate lists")
-        out = []
-        for p, cands in zip(prompts, candidates, strict=True):
-            check_candidates(cands)
-            cids = self.candidate_ids(cands)
-            token_lps: list[list[float]] = []
-            score = self._score_shared if self.choose_mode == "shared" else self._score_concat
-            prefix = self._prompt_prefix(p, max(map(len, cids))) if self.choose_mode == "shared" else None
-            for i in range(0, len(cids), self.choose_batch_size):
-                token_lps.extend(score(p, cids[i : i + self.choose_batch_size], prefix))
-            out.append(
-                CandidateScores(
-                    candidates=tuple(cands),
-                    token_ids=tuple(tuple(c) for c in cids),
-                    token_logprobs=tuple(tuple(x) for x in token_lps),
-                    seq_logprobs=tuple(float(sum(x)) for x in token_lps),
-                )
-            )
-        return out
+        with eval_mode(self.model):
+            return [self._score_one(p, cands) for p, cands in zip(prompts, candidates, strict=True)]
+
+    @torch.no_grad()
+    def _score_one(self, prompt: list[int], cands: list[str]) -> CandidateScores:
+        check_candidates(cands)
+        cids = self.candidate_ids(cands)
+        step = self.choose_batch_size
+        chunks = [cids[i : i + step] for i in range(0, len(cids), step)]
+        token_lps: list[list[float]] = []
+        if self.choose_mode == "concat":
+            for chunk in chunks:
+                token_lps.extend(self._score_concat(prompt, chunk))
+        else:
+            packed = self.choose_mode == "packed"
+            room = max(sum(map(len, c)) for c in chunks) if packed else max(map(len, cids))
+            prefix = self._prompt_prefix(prompt, room)
+            score = self._score_packed if packed else self._score_shared
+            for chunk in chunks:
+                token_lps.extend(score(prompt, chunk, prefix))
+        return CandidateScores(
+            candidates=tuple(cands),
+            token_ids=tuple(tuple(c) for c in cids),
+            token_logprobs=tuple(tuple(x) for x in token_lps),
+            seq_logprobs=tuple(float(sum(x)) for x in token_lps),
+        )
 
     def _prompt_prefix(self, prompt: list[int], max_candidate_len: int) -> tuple[Any, torch.Tensor]:
         ids = torch.tensor([prompt], device=self.device)  # (1, Tp)
@@ -512,11 +547,49 @@ class HFGenerator:
         out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
         return out.past_key_values, torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # cache, (V,)
 
+    def _score_packed(
+        self, prompt: list[int], cids: list[list[int]], prefix: tuple[Any, torch.Tensor]
+    ) -> list[list[float]]:
+        """Prompt run once; all candidates packed into ONE row after it, kept apart by a 4D attention mask.
+
+        Each candidate token sees the whole prompt and the earlier tokens of its own candidate; positions
+        restart at len(prompt) for every candidate. No copy of the prompt's KV cache per candidate.
+        """
+        prompt_cache, first_logp = prefix
+        Tp, S = len(prompt), sum(len(c) for c in cids)
+        cache = copy.deepcopy(prompt_cache)  # (1 row) the forward below appends to it
+        flat = torch.tensor([t for c in cids for t in c], device=self.device)  # (S,)
+        seg = torch.repeat_interleave(torch.arange(len(cids)), torch.tensor([len(c) for c in cids]))  # (S,)
+        offs = torch.cat([torch.arange(len(c)) for c in cids])  # (S,) index within its candidate
+        allowed = (seg[:, None] == seg[None, :]) & (offs[None, :] <= offs[:, None])  # (S, S) block causal
+        allowed = torch.cat([torch.ones((S, Tp), dtype=torch.bool), allowed], dim=1)  # (S, Tp+S)
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros((S, Tp + S), dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+        logits = (
+            self.model(
+                input_ids=flat[None],  # (1, S)
+                attention_mask=mask[None, None].to(self.device),  # (1, 1, S, Tp+S)
+                position_ids=(offs + Tp)[None].to(self.device),  # (1, S)
+                past_key_values=cache,
+                use_cache=True,
+            )
+            .logits[0]
+            .float()
+        )  # (S, V)
+        logp = torch.log_softmax(logits, dim=-1)
+        out, start = [], 0
+        for x in cids:
+            first = first_logp[x[0]].unsqueeze(0)  # (1,)
+            idx = torch.arange(start, start + len(x) - 1, device=self.device)  # positions predicting x[1:]
+            rest = logp[idx, flat[idx + 1]]  # (len-1,)
+            out.append(torch.cat([first, rest]).tolist())
+            start += len(x)
+        return out
+
     def _score_shared(
-        self, prompt: list[int], cids: list[list[int]], prefix: tuple[Any, torch.Tensor] | None
+        self, prompt: list[int], cids: list[list[int]], prefix: tuple[Any, torch.Tensor]
     ) -> list[list[float]]:
         """Prompt run once; candidates (right-padded) run against the prompt's KV cache expanded C times."""
-        assert prefix is not None
         prompt_cache, first_logp = prefix
         C, L, Tp = len(cids), max(len(c) for c in cids), len(prompt)
         cache = copy.deepcopy(prompt_cache)
@@ -529,7 +602,11 @@ class HFGenerator:
         mask = torch.cat([torch.ones((C, Tp), dtype=torch.long), cmask], dim=1).to(self.device)  # (C, Tp+L)
         pos = torch.arange(Tp, Tp + L, device=self.device).expand(C, L)  # (C, L)
         logits = self.model(
-            input_ids=ids.to(self.device), attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+            input_ids=ids.to(self.device),
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
         ).logits.float()  # (C, L, V)
         logp = torch.log_softmax(logits, dim=-1)
         ids = ids.to(self.device)
@@ -540,7 +617,7 @@ class HFGenerator:
             out.append(torch.cat([first, rest]).tolist())
         return out
 
-    def _score_concat(self, prompt: list[int], cids: list[list[int]], prefix: Any = None) -> list[list[float]]:
+    def _score_concat(self, prompt: list[int], cids: list[list[int]]) -> list[list[float]]:
         """Prompt+candidate rows, left-padded so every candidate ends at the last position; one forward."""
         C, L = len(cids), max(len(c) for c in cids)
         T = len(prompt) + L
@@ -622,7 +699,9 @@ class HFGenerator:
         missing = sorted(k for k in set(target) - set(src) if ptr_of[k] not in present_ptrs)
         if missing or unexpected:
             raise WeightSyncError(f"state dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        shapes = [(k, tuple(v.shape), tuple(target[k].shape)) for k, v in src.items() if v.shape != target[k].shape]
+        shapes = [
+            (k, tuple(v.shape), tuple(target[k].shape)) for k, v in src.items() if v.shape != target[k].shape
+        ]
         if shapes:
             raise WeightSyncError(f"shape mismatch (name, given, expected): {shapes[:5]}")
         nonfinite = [k for k, v in src.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from agentrl.policy.prompt import DEFAULT_SYSTEM_PROMPT, format_user_message
+
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 ENDOFTEXT = "<|endoftext|>"
@@ -47,23 +49,26 @@ _WORDS = (
     "English Newsletter Subscribe Remember me Forgot password Accept Decline Confirm Alice Bob Carol Dave "
     "Acme Widget Gadget Laptop Phone Chair Desk Lamp Book Ticket Flight Hotel Booking Calendar Event Notes"
 ).split()
-_ROLES = (
-    "link", "button", "heading", "textbox", "checkbox", "combobox", "cell", "row", "columnheader",
-    "listitem", "list", "navigation", "main", "form", "table", "paragraph", "img", "radio", "option",
-    "searchbox", "tab", "tablist", "dialog", "menuitem", "banner", "contentinfo", "region", "spinbutton",
+_ROLES = tuple(
+    (
+        "link button heading textbox checkbox combobox cell row columnheader listitem list navigation main "
+        "form table paragraph img radio option searchbox tab tablist dialog menuitem banner contentinfo "
+        "region spinbutton"
+    ).split()
 )
 _KEYS = ("Enter", "Tab", "Escape", "Backspace", "ArrowDown", "ArrowUp", "Control+a", "PageDown")
-_PATHS = ("/", "/login", "/reports", "/reports/2024", "/settings", "/orders?page=2", "/files/report.csv",
-          "/search?q=widget", "/profile", "/cart", "/admin/users", "/tasks/17")
-SYSTEM_PROMPT_SAMPLE = (
-    "You are a web agent. You see the page as an accessibility tree with element ids like e12. "
-    "Reply with exactly one action: click(eN), fill(eN, \"text\"), select(eN, \"option\"), press(\"Key\"), "
-    "scroll(\"down\"), goto(\"url\"), back(), wait() or done(\"answer\")."
+_PATHS = tuple(
+    (
+        "/ /login /reports /reports/2024 /settings /orders?page=2 /files/report.csv /search?q=widget "
+        "/profile /cart /admin/users /tasks/17"
+    ).split()
 )
-
-
-_SYLLABLES = ("ka", "lo", "ri", "zen", "mar", "tu", "vi", "sol", "den", "qu", "ax", "bel", "cor", "dra", "el",
-              "fin", "gar", "hol", "is", "jun", "kel", "lum", "nor", "ost", "pra", "sen", "tor", "ul", "ver", "wyn")
+_SYLLABLES = tuple(
+    (
+        "ka lo ri zen mar tu vi sol den qu ax bel cor dra el fin gar hol is jun kel lum nor ost pra sen "
+        "tor ul ver wyn"
+    ).split()
+)
 
 
 def _word(rng: random.Random) -> str:
@@ -103,7 +108,7 @@ def synthetic_observation(rng: random.Random, n_lines: int = 12) -> tuple[str, l
             attrs = rng.choice(("", " [selected]"))
         elif role == "textbox" and rng.random() < 0.3:
             attrs = " [disabled]"
-        line = f"{'  ' * depth}- {role} \"{_phrase(rng)}\"{attrs} [ref={ref}]"
+        line = f'{"  " * depth}- {role} "{_phrase(rng)}"{attrs} [ref={ref}]'
         if role in ("link",) and rng.random() < 0.5:
             line += f":\n{'  ' * (depth + 1)}- /url: {rng.choice(_PATHS)}"
         elif role in ("textbox", "searchbox") and rng.random() < 0.4:
@@ -145,15 +150,15 @@ def default_corpus(n_docs: int = 1500, seed: int = 0) -> list[str]:
     for i in range(n_docs):
         obs, refs = synthetic_observation(rng, n_lines=rng.randint(4, 24))
         actions = [synthetic_action(rng, refs) for _ in range(rng.randint(1, 5))]
-        goal = f"{rng.choice(('Open', 'Find', 'Download', 'Fill in', 'Submit', 'Sort'))} the {_phrase(rng, 1, 3)}"
-        history = "\n".join(f"{j + 1}. {a}" for j, a in enumerate(actions[:-1])) or "none"
-        user = f"Goal: {goal}\n\nPrevious actions:\n{history}\n\nObservation:\n{obs}"
+        verb = rng.choice(("Open", "Find", "Download", "Fill in", "Submit", "Sort"))
+        goal = f"{verb} the {_phrase(rng, 1, 3)}"
+        user = format_user_message(goal, actions[:-1], obs, first_step=rng.randint(1, 6))
         if i % 4 == 0:
             docs.append(obs)
             docs.append("\n".join(actions))
         else:
             docs.append(
-                f"{IM_START}system\n{SYSTEM_PROMPT_SAMPLE}{IM_END}\n{IM_START}user\n{user}{IM_END}\n"
+                f"{IM_START}system\n{DEFAULT_SYSTEM_PROMPT}{IM_END}\n{IM_START}user\n{user}{IM_END}\n"
                 f"{IM_START}assistant\n{actions[-1]}{IM_END}\n"
             )
     return docs
