@@ -121,6 +121,7 @@ class StepRecord(Record):
     truncation_reason: str | None = None
     screenshot: str | None = None  # path relative to the run dir
     latency_ms: float = 0.0
+    timings: dict[str, float] = {}  # act_ms, settle_ms, observe_ms, detect_ms
 
 
 class EpisodeSummary(Record):

@@ -23,14 +23,14 @@ import time
 import uuid
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-
-from agentrl.agents import ScriptedAgent, oracle_action
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.envs.browser import EPISODE_HEADER, BrowserEnv, BrowserEnvConfig
 from agentrl.envs.host import CHROME_ARGS, CHROMIUM
 from agentrl.envs.sandboxes import default_sandbox
 from agentrl.suites import SUITES_DIR
+from playwright.sync_api import sync_playwright
+
+from agentrl.agents import ScriptedAgent, oracle_action
 from agentrl.taskspec import TaskSpec, load_suite
 
 

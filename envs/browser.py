@@ -35,6 +35,7 @@ from agentrl.envs.sandboxes import default_sandbox
 from agentrl.envs.spaces import AnyText
 from agentrl.rewards.detectors import FieldState, StepContext
 from agentrl.rewards.milestones import MilestoneTracker
+from agentrl.sandbox.server import BLANK_PATH
 from gymnasium import spaces
 from playwright.async_api import BrowserContext, Dialog, Download, Page, Request, Response
 from playwright.async_api import Error as PlaywrightError
@@ -117,6 +118,9 @@ class _Episode:
     writer: TrajectoryWriter | None = None
     t: int = 0
     ax: AXTree | None = None
+    title: str = ""
+    fields: list[FieldState] | None = None
+    js: dict[str, Any] = field(default_factory=dict)
     ret: float = 0.0
     answer: str | None = None
     ended: bool = False
@@ -162,6 +166,9 @@ class AsyncBrowserEnv:
         )
         page = await ctx.new_page()
         ep = _Episode(context=ctx, page=page)
+        # Visit an empty page of the sandbox origin now, so the renderer process for that site is up
+        # before the episode starts: a first cross-site navigation spawns one and costs ~100-200 ms.
+        await page.goto(self.origin + BLANK_PATH, wait_until="commit")
         ep.idle.set()
         # Abort everything outside the sandbox; the regex runs in the driver, so sandbox requests
         # never pay a round trip to Python.
@@ -289,6 +296,7 @@ class AsyncBrowserEnv:
                 variables=ep.variant.variables, max_steps=self.max_steps,
             )
         await ep.context.set_extra_http_headers({EPISODE_HEADER: ep.id})
+        ep.events.clear()  # what happened while the context was prepared is not part of the episode
         await ep.page.goto(self.origin + self.spec.start.path, wait_until="load")
         await self._settle(ep)
         obs = await self._observe(ep, last_action=None, error=None, notes=_notes(ep.events))
@@ -307,20 +315,28 @@ class AsyncBrowserEnv:
         mark = len(ep.events)
         action = parse_action(action_text)
         error: str | None = str(action) if isinstance(action, ActionError) else None
+        timings: dict[str, float] = {}
         try:
             if isinstance(action, Action):
                 error = await self._execute(ep, action)
-                await self._settle(ep)
+                timings["act_ms"] = _ms(t0)
+                navigated = any(isinstance(e, NavigationEvent | DownloadEvent) for e in ep.events[mark:])
+                await self._settle(ep, navigated=navigated or action.name in ("goto", "back", "press", "wait"))
+                timings["settle_ms"] = _ms(t0) - timings["act_ms"]
             step_events = ep.events[mark:]
             notes = _notes(step_events)
-            obs = await self._observe(ep, last_action=action, error=error, notes=notes)
-            ctx = await self._detector_context(ep, step_events)
+            t1 = time.perf_counter()
+            obs = await self._observe(ep, last_action=action, error=error, notes=notes, page_state=True)
+            timings["observe_ms"] = _ms(t1)
+            t1 = time.perf_counter()
+            ctx = self._detector_context(ep, step_events)
         except PlaywrightError as e:
-            if self.host.is_alive() and not ep.page.is_closed():
-                raise
-            reason = f"browser died: {str(e).splitlines()[0]}"
+            # A dead browser (or a page that cannot be observed any more) ends the episode, never the run.
+            dead = not self.host.is_alive() or ep.page.is_closed()
+            reason = f"{'browser died' if dead else 'page failed'}: {_short_error(e)}"
             return self._dead(ep, action_text, action, reason, t0)
         fired = ep.tracker.update(ctx)
+        timings["detect_ms"] = _ms(t1)
         reward = float(sum(m.reward for m in fired))
         ep.ret += reward
         success = ep.tracker.success
@@ -331,7 +347,7 @@ class AsyncBrowserEnv:
             observation=obs["text"], url=obs["url"], reward=reward, milestones=fired, events=step_events,
             terminated=terminated, truncated=truncated,
             truncation_reason="max_steps reached" if truncated else None,
-            screenshot=obs.get("_screenshot_path"), latency_ms=(time.perf_counter() - t0) * 1000,
+            screenshot=obs.get("_screenshot_path"), latency_ms=_ms(t0), timings=timings,
         )
         obs.pop("_screenshot_path", None)
         if ep.writer:
@@ -443,15 +459,18 @@ class AsyncBrowserEnv:
         ep.events.append(event)
         return None
 
-    async def _settle(self, ep: _Episode) -> None:
+    async def _settle(self, ep: _Episode, navigated: bool = True) -> None:
         """Wait for the page to settle on signals, never a fixed sleep: load state, in-flight requests,
         pending downloads — each capped by settle_timeout_ms."""
         deadline = time.perf_counter() + self.config.settle_timeout_ms / 1000
-        try:
-            await ep.page.wait_for_load_state("load", timeout=self.config.settle_timeout_ms)
-        except PlaywrightError:
-            if not self.host.is_alive() or ep.page.is_closed():
-                raise
+        if navigated:
+            # Playwright's actions return once a navigation they started has begun, and its
+            # framenavigated event arrives before the action's reply: no navigation event, no load to wait.
+            try:
+                await ep.page.wait_for_load_state("load", timeout=self.config.settle_timeout_ms)
+            except PlaywrightError:
+                if not self.host.is_alive() or ep.page.is_closed():
+                    raise
         left = max(0.0, deadline - time.perf_counter())
         if not ep.idle.is_set():
             try:
@@ -463,11 +482,28 @@ class AsyncBrowserEnv:
             await asyncio.wait(pending, timeout=max(0.5, deadline - time.perf_counter()))
 
     # ------------------------------------------------------------------ observing
-    async def _observe(self, ep: _Episode, *, last_action: Any, error: str | None, notes: list[str]) -> dict[str, Any]:
+    async def _observe(
+        self, ep: _Episode, *, last_action: Any, error: str | None, notes: list[str], page_state: bool = False
+    ) -> dict[str, Any]:
+        """Snapshot, title, screenshot and (with `page_state`) what the detectors need from the page, all
+        requested at once so the driver round trips overlap."""
         page = ep.page
-        snapshot = await page.aria_snapshot(mode="ai", timeout=self.config.settle_timeout_ms)
+        needs = ep.tracker.needs if (page_state and ep.tracker) else frozenset()
+        exprs = ep.tracker.js_expressions() if "js" in needs and ep.tracker else []
+        jobs: list[Any] = [page.aria_snapshot(mode="ai", timeout=self.config.settle_timeout_ms), page.title()]
+        if self.config.screenshot:
+            jobs.append(page.screenshot(type="png"))
+        if "fields" in needs:
+            jobs.append(page.evaluate(_FIELDS_JS))
+        if exprs:
+            jobs.append(page.evaluate(_JS_BATCH, exprs))
+        results = list(await asyncio.gather(*jobs))
+        snapshot, title = results.pop(0), results.pop(0)
+        png = results.pop(0) if self.config.screenshot else None
+        ep.fields = [FieldState(**f) for f in results.pop(0)] if "fields" in needs else None
+        ep.js = dict(zip(exprs, results.pop(0), strict=True)) if exprs else {}
         ep.ax = parse_snapshot(snapshot)
-        title = await page.title()
+        ep.title = title
         assert ep.variant is not None
         if last_action is None:
             last = "none (start of episode)"
@@ -491,8 +527,7 @@ class AsyncBrowserEnv:
             "text": text, "goal": ep.variant.instruction, "url": page.url, "title": title,
             "axtree": snapshot, "last_action_error": error or "",
         }
-        if self.config.screenshot:
-            png = await page.screenshot(type="png")
+        if png is not None:
             obs["screenshot"] = _png_to_array(png, self.config.viewport)
             if self.config.record and ep.dir is not None:
                 shot = ep.dir / "screenshots" / f"{ep.t:04d}.png"
@@ -512,22 +547,15 @@ class AsyncBrowserEnv:
             obs["screenshot"] = np.zeros((h, w, 3), dtype=np.uint8)
         return obs
 
-    async def _detector_context(self, ep: _Episode, step_events: list[Event]) -> StepContext:
+    def _detector_context(self, ep: _Episode, step_events: list[Event]) -> StepContext:
         assert ep.tracker is not None and ep.dir is not None and ep.ax is not None
-        needs = ep.tracker.needs
-        ctx = StepContext(
-            step=ep.t, events=step_events, history=list(ep.events), url=ep.page.url, title="",
+        return StepContext(
+            step=ep.t, events=step_events, history=list(ep.events), url=ep.page.url, title=ep.title,
             ax=ep.ax, episode_dir=ep.dir,
             answer=ep.answer if any(isinstance(e, ActionEvent) and e.name == "done" for e in step_events) else None,
+            fields=ep.fields, js=ep.js,
+            server_state=self.sandbox.episode_state(ep.id) if "server_state" in ep.tracker.needs else None,
         )
-        if "fields" in needs:
-            ctx.fields = [FieldState(**f) for f in await ep.page.evaluate(_FIELDS_JS)]
-        if "js" in needs:
-            exprs = ep.tracker.js_expressions()
-            ctx.js = dict(zip(exprs, await ep.page.evaluate(_JS_BATCH, exprs), strict=True))
-        if "server_state" in needs:
-            ctx.server_state = self.sandbox.episode_state(ep.id)
-        return ctx
 
     def _info(self, ep: _Episode, fired: list[MilestoneEvent], events: list[Event], *, error: str | None) -> dict[str, Any]:
         # Only what the same seed and actions reproduce (Gymnasium's checker compares infos); the episode's
@@ -592,6 +620,10 @@ def _notes(events: list[Event]) -> list[str]:
         elif isinstance(e, BlockedRequestEvent):
             out.append(f"blocked a request to {e.url} (outside the sandbox)")
     return out
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000
 
 
 def _short_error(e: Exception) -> str:

@@ -41,6 +41,7 @@ from .apps.base import html_response, join, message_page, not_found, page, redir
 EPISODE_HEADER = "X-Agentrl-Episode"
 ADMIN_HEADER = "X-Agentrl-Admin"
 ADMIN_PREFIX = "/__agentrl"
+BLANK_PATH = "/__blank"  # an empty page outside every app and episode
 DEMO_EPISODE = "demo"
 EPISODE_COOKIE = "agentrl_episode"
 MAX_BODY_BYTES = 1 << 20
@@ -290,6 +291,8 @@ class SandboxServer:
     def _handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
         parts = urllib.parse.urlsplit(target)
         path = urllib.parse.unquote(parts.path) or "/"
+        if path == BLANK_PATH:  # stateless: lets a browser warm up a renderer for this origin
+            return Response(body=b"<!doctype html><title></title>")
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
             return self._admin(method, path[len(ADMIN_PREFIX) :], headers, body)
         cookies = _cookies(headers.get("cookie", ""))

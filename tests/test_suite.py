@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+from agentrl.suites import SUITES_DIR
 
 from agentrl.agents import RandomAgent, ScriptedAgent
-from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
 from agentrl.evaluate import run_episode
-from agentrl.suites import SUITES_DIR
 from agentrl.taskspec import load_suite
 
 CORE = load_suite(SUITES_DIR / "core")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from .accounts import AccountsApp
 from .base import App, Html, Request, Response
+from .drill import DrillApp
 from .playground import PlaygroundApp
 from .reports import ReportsApp
 
 
 def default_apps() -> list[App]:
     """Fresh instances of every built-in app, in the order they are listed on the index page."""
-    return [AccountsApp(), ReportsApp(), PlaygroundApp()]
+    return [AccountsApp(), ReportsApp(), PlaygroundApp(), DrillApp()]
 
 
 __all__ = ["AccountsApp", "App", "Html", "PlaygroundApp", "ReportsApp", "Request", "Response", "default_apps"]

@@ -1,0 +1,345 @@
+"""Rollouts: G episodes per (task, seed) group in N concurrent real browser envs, actions chosen by the policy.
+
+The envs run as coroutines on one event loop (`BrowserHost.shared()`'s thread, one Chromium). Every turn an
+env coroutine builds the prompt ids from its observation, lists the valid actions (``click(ref)`` for every
+element with a clickable role, plus fixed extras) and asks for a decision; the calling thread batches all
+pending decisions, scores each distinct (prompt, candidates) pair once with the generator (its G samples
+share that forward) and samples among the candidates (constrained decoding). Each turn records the exact
+prompt ids, completion ids and log-probs (nothing is re-tokenised), the reward and the milestones.
+
+    engine = RolloutEngine(specs, generator, builder, num_envs=32)
+    result = engine.collect([GroupJob("click-button", seed=3, size=8)], temperature=1.0, seed=0)
+    result.trajectories[0].turns[0].action, result.stats["episodes_per_s"]
+    engine.close()
+
+Truncation is never silent: a trajectory that hits the env's max_steps, whose prompt had to be cut to fit
+``max_prompt_tokens``, whose goal alone does not fit, or whose page offers no candidate action is marked
+(``truncated``, ``truncation_reason``, ``Turn.prompt_truncated``) and counted in ``result.stats``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agentrl.envs.axtree import AXTree, parse_snapshot
+from agentrl.envs.browser import AsyncBrowserEnv, BrowserEnvConfig
+from agentrl.envs.host import BrowserHost
+from agentrl.policy.generation import Completion, HFGenerator, SamplingParams, candidate_completions
+from agentrl.policy.prompt import PromptBuilder, PromptTooLongError
+from agentrl.taskspec import TaskSpec
+
+
+@dataclass
+class Turn:
+    """One decision: the exact ids the policy saw and produced, and what the env answered."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]  # the chosen candidate's ids (its tokens + <|im_end|>), exactly as scored
+    logprobs: list[float]  # per completion token, under the weights that sampled it
+    action: str
+    candidates: list[str]
+    candidate_ids: list[list[int]]  # ids of every candidate (the entropy bonus scores them all)
+    candidate_index: int
+    candidate_entropy: float  # entropy of the candidate distribution it was sampled from (nats)
+    seq_logprob_restricted: float  # log-prob of the choice among the candidates
+    reward: float = 0.0
+    milestones: list[str] = field(default_factory=list)
+    prompt_truncated: bool = False  # the observation was cut to fit max_prompt_tokens
+    weights_version: int = 0
+
+
+@dataclass
+class Trajectory:
+    """One episode. ``group`` identifies the (task, seed) group its advantage is computed in."""
+
+    task_id: str
+    seed: int
+    group: int
+    sample: int
+    turns: list[Turn] = field(default_factory=list)
+    success: bool = False
+    terminated: bool = False
+    truncated: bool = False
+    truncation_reason: str | None = None
+    error: str | None = None  # an exception ended the episode (its turns are still recorded)
+
+    @property
+    def ret(self) -> float:
+        return float(sum(t.reward for t in self.turns))
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "return": self.ret})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trajectory:
+        d = {k: v for k, v in d.items() if k != "return"}
+        return cls(**{**d, "turns": [Turn(**t) for t in d["turns"]]})
+
+
+@dataclass(frozen=True)
+class GroupJob:
+    """Run ``size`` episodes of task ``task_id`` from ``seed``; they form advantage group ``group``."""
+
+    task_id: str
+    seed: int
+    size: int
+    group: int = 0
+
+
+@dataclass
+class RolloutResult:
+    trajectories: list[Trajectory]
+    stats: dict[str, float]
+
+
+def candidate_actions(tree: AXTree, click_roles: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    """Valid actions for a page: ``click(ref)`` for each element whose role is in ``click_roles``, then extras.
+
+    >>> from agentrl.envs.axtree import parse_snapshot
+    >>> candidate_actions(parse_snapshot('- main [ref=e1]:\\n  - button "Save" [ref=e2]'), ["button"])
+    ['click(e2)']
+    """
+    out = [f"click({e.ref})" for e in tree.elements if e.ref and e.role in click_roles]
+    return list(dict.fromkeys([*out, *extra]))
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    candidates: list[str]
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+class RolloutEngine:
+    """N reusable AsyncBrowserEnvs (per task, created on demand) on one event loop, driven by a generator."""
+
+    def __init__(
+        self,
+        tasks: Sequence[TaskSpec],
+        generator: HFGenerator,
+        builder: PromptBuilder,
+        *,
+        num_envs: int = 32,
+        click_roles: Sequence[str] = ("button", "link"),
+        extra_actions: Sequence[str] = (),
+        observation: str = "axtree",
+        env_config: BrowserEnvConfig | None = None,
+        host: BrowserHost | None = None,
+        batch_wait_s: float = 0.01,
+    ) -> None:
+        if observation not in ("axtree", "text"):
+            raise ValueError(f"observation must be 'axtree' or 'text', got {observation!r}")
+        self.specs = {t.id: t for t in tasks}
+        self.generator = generator
+        self.builder = builder
+        self.num_envs = num_envs
+        self.click_roles = tuple(click_roles)
+        self.extra_actions = tuple(extra_actions)
+        self.observation = observation
+        self.env_config = env_config or BrowserEnvConfig(record=False, keep_episode_dirs=False)
+        self.host = host or BrowserHost.shared()
+        self.batch_wait_s = batch_wait_s
+        self._free: dict[str, list[AsyncBrowserEnv]] = {}
+        self._all: list[AsyncBrowserEnv] = []
+        self._requests: queue.Queue[_Request] = queue.Queue()
+        self._write_lock = threading.Lock()
+
+    # ------------------------------------------------------------ public
+    def collect(
+        self,
+        jobs: Sequence[GroupJob],
+        *,
+        temperature: float,
+        seed: int,
+        writer: Path | None = None,
+        tag: dict[str, Any] | None = None,
+    ) -> RolloutResult:
+        """Run every job's episodes to the end; decisions are made on this thread, in batches.
+
+        ``writer``: a JSONL file each trajectory is appended to as it finishes (with ``tag`` merged in).
+        """
+        rng = np.random.default_rng(seed)
+        t0 = time.perf_counter()
+        policy_s = 0.0
+        n_decisions = n_batches = n_forward = 0
+        done = asyncio.run_coroutine_threadsafe(self._run_jobs(jobs, temperature, writer, tag or {}), self.host.loop)
+        while True:
+            try:
+                first = self._requests.get(timeout=0.005)
+            except queue.Empty:
+                if done.done():
+                    break
+                continue
+            batch = [first]
+            deadline = time.perf_counter() + self.batch_wait_s
+            while (left := deadline - time.perf_counter()) > 0:
+                try:
+                    batch.append(self._requests.get(timeout=left))
+                except queue.Empty:
+                    break
+            t1 = time.perf_counter()
+            n_forward += self._decide(batch, temperature, int(rng.integers(2**62)))
+            policy_s += time.perf_counter() - t1
+            n_decisions += len(batch)
+            n_batches += 1
+        trajectories = done.result()
+        wall = time.perf_counter() - t0
+        reasons = Counter(t.truncation_reason for t in trajectories if t.truncated)
+        stats: dict[str, float] = {
+            "episodes": len(trajectories),
+            "turns": n_decisions,
+            "rollout_s": wall,
+            "policy_s": policy_s,
+            "env_s": wall - policy_s,
+            "episodes_per_s": len(trajectories) / wall if wall > 0 else 0.0,
+            "decision_batches": n_batches,
+            "prompt_forwards": n_forward,
+            "prompt_tokens": sum(len(t.prompt_ids) for tr in trajectories for t in tr.turns),
+            "completion_tokens": sum(len(t.completion_ids) for tr in trajectories for t in tr.turns),
+            "truncated": sum(reasons.values()),
+            "truncated_max_steps": reasons.get("max_steps reached", 0),
+            "truncated_context": sum(n for r, n in reasons.items() if r and r.startswith("context")),
+            "prompt_cut_turns": sum(t.prompt_truncated for tr in trajectories for t in tr.turns),
+            "errors": sum(t.error is not None for t in trajectories),
+            "success": float(np.mean([t.success for t in trajectories])) if trajectories else 0.0,
+        }
+        stats["scored_tokens_per_s"] = (stats["prompt_tokens"] + stats["completion_tokens"]) / max(policy_s, 1e-9)
+        return RolloutResult(trajectories, stats)
+
+    def close(self) -> None:
+        async def close_all() -> None:
+            await asyncio.gather(*(e.close() for e in self._all), return_exceptions=True)
+
+        self.host.run(close_all())
+        self._all.clear()
+        self._free.clear()
+
+    # ------------------------------------------------------------ policy side (calling thread)
+    def _decide(self, batch: list[_Request], temperature: float, seed: int) -> int:
+        """Score each distinct (prompt, candidates) once, sample one completion per request; returns #forwards."""
+        keys: dict[tuple, list[_Request]] = {}
+        for r in batch:
+            keys.setdefault((tuple(r.prompt_ids), tuple(r.candidates)), []).append(r)
+        try:
+            scores = self.generator.score_candidates([list(k[0]) for k in keys], [list(k[1]) for k in keys])
+        except Exception as e:  # noqa: BLE001 - handed to every waiting env coroutine, raised there
+            for r in batch:
+                r.loop.call_soon_threadsafe(_set_exception, r.future, e)
+            return 0
+        for i, ((prompt, _), reqs) in enumerate(keys.items()):
+            params = SamplingParams(temperature=temperature, n=len(reqs))
+            comps = candidate_completions(
+                scores[i], prompt, params, seed + i, self.generator.tokenizer, self.generator.weights_version
+            )
+            for r, c in zip(reqs, comps, strict=True):
+                r.loop.call_soon_threadsafe(_set_result, r.future, (c, scores[i].token_ids))
+        return len(keys)
+
+    # ------------------------------------------------------------ env side (event-loop thread)
+    async def _run_jobs(
+        self, jobs: Sequence[GroupJob], temperature: float, writer: Path | None, tag: dict[str, Any]
+    ) -> list[Trajectory]:
+        sem = asyncio.Semaphore(self.num_envs)
+        fh = writer.open("a") if writer is not None else None
+        try:
+            coros = [
+                self._episode(sem, job.task_id, job.seed, job.group, i, fh, tag)
+                for job in jobs
+                for i in range(job.size)
+            ]
+            return list(await asyncio.gather(*coros))
+        finally:
+            if fh is not None:
+                fh.close()
+
+    async def _ask(self, prompt_ids: list[int], candidates: list[str]) -> tuple[Completion, tuple]:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._requests.put(_Request(prompt_ids, candidates, fut, loop))
+        return await fut
+
+    async def _episode(
+        self, sem: asyncio.Semaphore, task_id: str, seed: int, group: int, sample: int, fh: Any, tag: dict
+    ) -> Trajectory:
+        traj = Trajectory(task_id=task_id, seed=seed, group=group, sample=sample)
+        async with sem:
+            free = self._free.setdefault(task_id, [])
+            env = free.pop() if free else None
+            if env is None:
+                env = AsyncBrowserEnv(self.specs[task_id], self.env_config, host=self.host)
+                self._all.append(env)
+            try:
+                await self._play(env, traj)
+            except Exception as e:  # noqa: BLE001 - recorded on the trajectory and counted, never dropped
+                traj.truncated, traj.error = True, f"{type(e).__name__}: {e}"
+                traj.truncation_reason = traj.truncation_reason or "error"
+            finally:
+                free.append(env)
+        if fh is not None:
+            with self._write_lock:
+                fh.write(json.dumps({**tag, **json.loads(traj.to_json())}) + "\n")
+                fh.flush()
+        return traj
+
+    async def _play(self, env: AsyncBrowserEnv, traj: Trajectory) -> None:
+        obs, _ = await env.reset(traj.seed)
+        history: list[str] = []
+        while True:
+            cands = candidate_actions(parse_snapshot(obs["axtree"]), self.click_roles, self.extra_actions)
+            if not cands:
+                traj.truncated, traj.truncation_reason = True, "no candidate actions on the page"
+                return
+            view = obs["axtree"] if self.observation == "axtree" else obs["text"]
+            try:
+                prompt = self.builder.build(obs["goal"], view, history)
+            except PromptTooLongError as e:
+                traj.truncated, traj.truncation_reason = True, f"context budget: {e}"
+                return
+            comp, cand_ids = await self._ask(prompt.ids, cands)
+            action = cands[int(comp.candidate_index or 0)]
+            obs, reward, terminated, truncated, info = await env.step(action)
+            traj.turns.append(
+                Turn(
+                    prompt_ids=list(prompt.ids),
+                    completion_ids=list(comp.token_ids),
+                    logprobs=list(comp.logprobs),
+                    action=action,
+                    candidates=cands,
+                    candidate_ids=[list(c) for c in cand_ids],
+                    candidate_index=int(comp.candidate_index or 0),
+                    candidate_entropy=float(comp.candidate_entropy or 0.0),
+                    seq_logprob_restricted=float(comp.seq_logprob_restricted or 0.0),
+                    reward=reward,
+                    milestones=[m.id for m in info["milestones"]],
+                    prompt_truncated=prompt.truncated,
+                    weights_version=comp.weights_version,
+                )
+            )
+            history.append(action)
+            traj.success = bool(info["success"])
+            if terminated or truncated:
+                traj.terminated, traj.truncated = terminated, truncated
+                traj.truncation_reason = info.get("truncation_reason") if truncated else None
+                return
+
+
+def _set_result(fut: asyncio.Future, value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
