@@ -14,7 +14,7 @@ from agentrl.yamlpos import TaskFileError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train and evaluate computer-use agents.")
 tasks_app = typer.Typer(no_args_is_help=True, help="Task files: validate and list.")
 app.add_typer(tasks_app, name="tasks")
-console = Console()
+console = Console(width=160) if not sys.stdout.isatty() else Console()
 err = Console(stderr=True)
 
 
@@ -149,7 +149,7 @@ def evaluate(
     summary = run_eval(tasks, agent, list(range(seeds)), out)
     t = Table("task", "success", "mean return", "mean steps", "milestone hit rates", title=f"{agent} on {suite}")
     for tid, s in summary["per_task"].items():
-        hits = " ".join(f"{k}:{v:.0%}" for k, v in s["milestone_hit_rate"].items())
+        hits = "  ".join(f"{k} {v:.0%}" for k, v in s["milestone_hit_rate"].items())
         t.add_row(tid, f"{s['success_rate']:.0%}", f"{s['mean_return']:.2f}", f"{s['mean_steps']:.1f}", hits)
     console.print(t)
     console.print(

@@ -280,26 +280,34 @@ class AsyncBrowserEnv:
             self._retire(old)
             if not self.config.keep_episode_dirs and old.dir is not None:
                 shutil.rmtree(old.dir, ignore_errors=True)
-        ep = await self._take_context()
-        self._prepare_spare()
+        episode_id = f"{self.spec.id}-s{seed}-{uuid.uuid4().hex[:8]}"
+        facts = self.sandbox.open_episode(episode_id, seed)
+        variant = self.spec.render(seed, facts)
+        for attempt in (1, 2):
+            ep = await self._take_context()
+            ep.id, ep.variant, ep.dir = episode_id, variant, self.root_dir / episode_id
+            try:
+                await ep.context.set_extra_http_headers({EPISODE_HEADER: ep.id})
+                ep.events.clear()  # what happened while the context was prepared is not part of the episode
+                await ep.page.goto(self.origin + self.spec.start.path, wait_until="load")
+                await self._settle(ep)
+                obs = await self._observe(ep, last_action=None, error=None, notes=_notes(ep.events))
+                break
+            except PlaywrightError:
+                if attempt == 2 or (self.host.is_alive() and not ep.page.is_closed()):
+                    raise
+                # Chromium died between episodes or during this reset: relaunch and start over once.
         self._ep = ep
-        ep.id = f"{self.spec.id}-s{seed}-{uuid.uuid4().hex[:8]}"
-        ep.dir = self.root_dir / ep.id
-        ep.dir.mkdir(parents=True)
-        facts = self.sandbox.open_episode(ep.id, seed)
-        ep.variant = self.spec.render(seed, facts)
-        ep.tracker = MilestoneTracker(ep.variant.milestones, self.spec.success_ids())
+        ep.dir.mkdir(parents=True, exist_ok=True)
+        ep.tracker = MilestoneTracker(variant.milestones, self.spec.success_ids())
         if self.config.record:
             ep.writer = TrajectoryWriter(ep.dir / "trajectory.jsonl")
             ep.writer.reset(
-                task_id=self.spec.id, seed=seed, episode_id=ep.id, instruction=ep.variant.instruction,
-                variables=ep.variant.variables, max_steps=self.max_steps,
+                task_id=self.spec.id, seed=seed, episode_id=ep.id, instruction=variant.instruction,
+                variables=variant.variables, max_steps=self.max_steps,
             )
-        await ep.context.set_extra_http_headers({EPISODE_HEADER: ep.id})
-        ep.events.clear()  # what happened while the context was prepared is not part of the episode
-        await ep.page.goto(self.origin + self.spec.start.path, wait_until="load")
-        await self._settle(ep)
-        obs = await self._observe(ep, last_action=None, error=None, notes=_notes(ep.events))
+        # The next episode's context is prepared while this one runs, not during this reset.
+        self._prepare_spare()
         # the start page's own events (its load, blocked third-party requests) are reported, not scored
         info = self._info(ep, [], list(ep.events), error=None)
         return obs, info
@@ -531,7 +539,7 @@ class AsyncBrowserEnv:
             obs["screenshot"] = _png_to_array(png, self.config.viewport)
             if self.config.record and ep.dir is not None:
                 shot = ep.dir / "screenshots" / f"{ep.t:04d}.png"
-                shot.parent.mkdir(exist_ok=True)
+                shot.parent.mkdir(parents=True, exist_ok=True)
                 shot.write_bytes(png)
                 obs["_screenshot_path"] = shot.relative_to(ep.dir).as_posix()
         return obs
