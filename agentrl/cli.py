@@ -159,6 +159,31 @@ def evaluate(
 
 
 @app.command()
+def train(
+    config: Path = typer.Argument(None, help="Training config YAML (e.g. configs/tiny-click-button.yaml)."),
+    resume: Path = typer.Option(None, help="Continue this run dir from its last checkpoint (config from it)."),
+    out: Path = typer.Option(None, help="Run directory (default: the config's out_dir)."),
+    max_steps: int = typer.Option(None, help="Stop after this many optimizer steps in total."),
+) -> None:
+    """Train a policy with RL in the browser env: held-out success before and after, curves in the run dir."""
+    from agentrl.learner.config import TrainConfig
+    from agentrl.learner.trainer import train as run_train
+
+    if resume is None and config is None:
+        err.print("give a CONFIG.yaml, or --resume RUN_DIR")
+        raise typer.Exit(2)
+    cfg = None if resume is not None else TrainConfig.load(config)
+    run_dir = resume or out or Path(cfg.out_dir)
+    s = run_train(cfg, run_dir, resume=resume is not None, max_steps=max_steps, progress=sys.stderr.isatty())
+    console.print(
+        f"[bold]{s['algorithm']}[/bold]: held-out success ({s['eval_mode']}) {s['success_before']:.1%} -> "
+        f"{s['success_after']:.1%} (best {s['best_success']:.1%} at step {s['best_step']}) after {s['steps']} steps, "
+        f"{s['episodes']} episodes, {s['elapsed_s']:.0f} s"
+    )
+    console.print(f"report: {run_dir / 'summary.json'}  metrics: {run_dir / 'metrics.jsonl'}  curves: {', '.join(s['curves'])}")
+
+
+@app.command()
 def sandbox(port: int = typer.Option(8000, help="Port on 127.0.0.1 (0 = any free port).")) -> None:
     """Serve the sandbox apps on 127.0.0.1 for a person to browse (Ctrl-C to stop)."""
     from agentrl.sandbox.server import main

@@ -95,6 +95,7 @@ class BrowserEnvConfig:
     max_steps: int | None = None  # overrides the task's max_steps
     action_timeout_ms: int = 3000  # how long an action may wait for its element to be actionable
     settle_timeout_ms: int = 5000  # cap on waiting for load + in-flight requests after an action
+    browser_timeout_ms: int = 20000  # a browser call slower than this means Chromium is stuck: relaunch it
     root_dir: Path | None = None  # episode directories go here (default: a temp dir per env)
     record: bool = True  # write trajectory.jsonl (+ screenshots) into each episode directory
     keep_episode_dirs: bool = True  # False: delete an episode's directory when the next reset starts
@@ -249,15 +250,25 @@ class AsyncBrowserEnv:
         self._spare = asyncio.ensure_future(self._new_context())
 
     async def _take_context(self) -> _Episode:
+        """The prepared context, or a new one. Never hangs: a browser that stops answering (e.g. killed
+        while the context was being made) is killed and relaunched."""
+        limit = self.config.browser_timeout_ms / 1000
         spare, self._spare = self._spare, None
+        if spare is not None and not self.host.is_alive():
+            spare.cancel()  # made on a browser that has since died: it may never finish
+            spare = None
         if spare is not None:
             try:
-                ep = await spare
+                ep = await asyncio.wait_for(spare, timeout=limit)
                 if self.host.is_alive() and not ep.page.is_closed():
                     return ep
-            except PlaywrightError:
+            except (PlaywrightError, TimeoutError):
                 pass  # the browser died while the spare was made: relaunch below
-        return await self._new_context()
+        try:
+            return await asyncio.wait_for(self._new_context(), timeout=limit)
+        except (PlaywrightError, TimeoutError):
+            await self.host.restart()
+            return await asyncio.wait_for(self._new_context(), timeout=limit)
 
     def _retire(self, ep: _Episode) -> None:
         async def close() -> None:
@@ -287,16 +298,14 @@ class AsyncBrowserEnv:
             ep = await self._take_context()
             ep.id, ep.variant, ep.dir = episode_id, variant, self.root_dir / episode_id
             try:
-                await ep.context.set_extra_http_headers({EPISODE_HEADER: ep.id})
-                ep.events.clear()  # what happened while the context was prepared is not part of the episode
-                await ep.page.goto(self.origin + self.spec.start.path, wait_until="load")
-                await self._settle(ep)
-                obs = await self._observe(ep, last_action=None, error=None, notes=_notes(ep.events))
+                obs = await asyncio.wait_for(self._open(ep), timeout=self.config.browser_timeout_ms / 1000)
                 break
-            except PlaywrightError:
-                if attempt == 2 or (self.host.is_alive() and not ep.page.is_closed()):
+            except (PlaywrightError, TimeoutError):
+                stuck = not self.host.is_alive() or ep.page.is_closed() or not ep.page.url.startswith(self.origin)
+                if attempt == 2 or not stuck:
                     raise
-                # Chromium died between episodes or during this reset: relaunch and start over once.
+                # Chromium died (or hung) between episodes or during this reset: relaunch, start over once.
+                await self.host.restart()
         self._ep = ep
         ep.dir.mkdir(parents=True, exist_ok=True)
         ep.tracker = MilestoneTracker(variant.milestones, self.spec.success_ids())
@@ -312,6 +321,13 @@ class AsyncBrowserEnv:
         info = self._info(ep, [], list(ep.events), error=None)
         return obs, info
 
+    async def _open(self, ep: _Episode) -> dict[str, Any]:
+        await ep.context.set_extra_http_headers({EPISODE_HEADER: ep.id})
+        ep.events.clear()  # what happened while the context was prepared is not part of the episode
+        await ep.page.goto(self.origin + self.spec.start.path, wait_until="load")
+        await self._settle(ep)
+        return await self._observe(ep, last_action=None, error=None, notes=_notes(ep.events))
+
     async def step(self, action_text: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         ep = self._ep
         if ep is None or ep.variant is None or ep.tracker is None:
@@ -325,24 +341,22 @@ class AsyncBrowserEnv:
         error: str | None = str(action) if isinstance(action, ActionError) else None
         timings: dict[str, float] = {}
         try:
-            if isinstance(action, Action):
-                error = await self._execute(ep, action)
-                timings["act_ms"] = _ms(t0)
-                navigated = any(isinstance(e, NavigationEvent | DownloadEvent) for e in ep.events[mark:])
-                await self._settle(ep, navigated=navigated or action.name in ("goto", "back", "press", "wait"))
-                timings["settle_ms"] = _ms(t0) - timings["act_ms"]
-            step_events = ep.events[mark:]
-            notes = _notes(step_events)
-            t1 = time.perf_counter()
-            obs = await self._observe(ep, last_action=action, error=error, notes=notes, page_state=True)
-            timings["observe_ms"] = _ms(t1)
-            t1 = time.perf_counter()
-            ctx = self._detector_context(ep, step_events)
-        except PlaywrightError as e:
-            # A dead browser (or a page that cannot be observed any more) ends the episode, never the run.
-            dead = not self.host.is_alive() or ep.page.is_closed()
-            reason = f"{'browser died' if dead else 'page failed'}: {_short_error(e)}"
+            error, obs = await asyncio.wait_for(
+                self._act_and_observe(ep, action, error, mark, timings), timeout=self.config.browser_timeout_ms / 1000
+            )
+        except (PlaywrightError, TimeoutError) as e:
+            # A dead or stuck browser (or a page that cannot be observed any more) ends the episode, never
+            # the run; a stuck one is killed so the next reset starts a fresh Chromium.
+            if isinstance(e, TimeoutError):
+                await self.host.restart()
+                reason = f"browser stuck: no answer within {self.config.browser_timeout_ms} ms"
+            else:
+                dead = not self.host.is_alive() or ep.page.is_closed()
+                reason = f"{'browser died' if dead else 'page failed'}: {_short_error(e)}"
             return self._dead(ep, action_text, action, reason, t0)
+        step_events = ep.events[mark:]
+        t1 = time.perf_counter()
+        ctx = self._detector_context(ep, step_events)
         fired = ep.tracker.update(ctx)
         timings["detect_ms"] = _ms(t1)
         reward = float(sum(m.reward for m in fired))
@@ -416,6 +430,21 @@ class AsyncBrowserEnv:
             shutil.rmtree(self.root_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ acting
+    async def _act_and_observe(
+        self, ep: _Episode, action: Action | ActionError, error: str | None, mark: int, timings: dict[str, float]
+    ) -> tuple[str | None, dict[str, Any]]:
+        t0 = time.perf_counter()
+        if isinstance(action, Action):
+            error = await self._execute(ep, action)
+            timings["act_ms"] = _ms(t0)
+            navigated = any(isinstance(e, NavigationEvent | DownloadEvent) for e in ep.events[mark:])
+            await self._settle(ep, navigated=navigated or action.name in ("goto", "back", "press", "wait"))
+            timings["settle_ms"] = _ms(t0) - timings["act_ms"]
+        t1 = time.perf_counter()
+        obs = await self._observe(ep, last_action=action, error=error, notes=_notes(ep.events[mark:]), page_state=True)
+        timings["observe_ms"] = _ms(t1)
+        return error, obs
+
     async def _execute(self, ep: _Episode, action: Action) -> str | None:
         """Carry out the action; returns an error message for the agent, or None."""
         page, timeout = ep.page, self.config.action_timeout_ms

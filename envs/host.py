@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
@@ -96,6 +97,20 @@ class BrowserHost:
             )
             self.launches += 1
             return self._browser
+
+    async def restart(self) -> None:
+        """Kill this host's Chromium (whatever state it is in) so the next `browser()` launches a new one."""
+        browser, self._browser = self._browser, None
+        if browser is not None:
+            try:
+                await asyncio.wait_for(browser.close(), timeout=5)
+            except (Exception, TimeoutError):  # noqa: BLE001 - a stuck or dead browser is what we are fixing
+                pass
+        for pid in browser_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def is_alive(self) -> bool:
         return self._browser is not None and self._browser.is_connected()

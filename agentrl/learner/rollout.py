@@ -56,6 +56,7 @@ class Turn:
     reward: float = 0.0
     milestones: list[str] = field(default_factory=list)
     prompt_truncated: bool = False  # the observation was cut to fit max_prompt_tokens
+    action_error: str | None = None  # the env's error message for this action (e.g. a click that failed)
     weights_version: int = 0
 
 
@@ -324,6 +325,7 @@ class RolloutEngine:
                     reward=reward,
                     milestones=[m.id for m in info["milestones"]],
                     prompt_truncated=prompt.truncated,
+                    action_error=info.get("action_error"),
                     weights_version=comp.weights_version,
                 )
             )
