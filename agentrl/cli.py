@@ -15,7 +15,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train and ev
 tasks_app = typer.Typer(no_args_is_help=True, help="Task files: validate and list.")
 app.add_typer(tasks_app, name="tasks")
 console = Console(width=160) if not sys.stdout.isatty() else Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error lines stay whole: file:line: field: message
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(message, markup=False, highlight=False)
+    return typer.Exit(code)
 
 
 def resolve_suite(suite: str) -> Path:
@@ -28,7 +33,7 @@ def resolve_suite(suite: str) -> Path:
     if (SUITES_DIR / suite).is_dir():
         return SUITES_DIR / suite
     names = sorted(d.name for d in SUITES_DIR.iterdir() if d.is_dir() and not d.name.startswith("_"))
-    raise typer.BadParameter(f"no suite folder {suite!r} (bundled suites: {', '.join(names)})")
+    raise fail(f"no suite folder {suite!r} (bundled suites: {', '.join(names)})")
 
 
 def resolve_task(task: str) -> Path:
@@ -43,7 +48,7 @@ def resolve_task(task: str) -> Path:
         return found[task]
     from agentrl.registry import did_you_mean
 
-    raise typer.BadParameter(f"no task file or bundled task {task!r}{did_you_mean(task, tuple(found))}")
+    raise fail(f"no task file or bundled task {task!r}{did_you_mean(task, tuple(found))}")
 
 
 @tasks_app.command("validate")

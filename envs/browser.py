@@ -300,9 +300,9 @@ class AsyncBrowserEnv:
             try:
                 obs = await asyncio.wait_for(self._open(ep), timeout=self.config.browser_timeout_ms / 1000)
                 break
-            except (PlaywrightError, TimeoutError):
-                stuck = not self.host.is_alive() or ep.page.is_closed() or not ep.page.url.startswith(self.origin)
-                if attempt == 2 or not stuck:
+            except (PlaywrightError, TimeoutError) as e:
+                broken = isinstance(e, TimeoutError) or not self.host.is_alive() or ep.page.is_closed()
+                if attempt == 2 or not broken:
                     raise
                 # Chromium died (or hung) between episodes or during this reset: relaunch, start over once.
                 await self.host.restart()

@@ -74,7 +74,7 @@ def test_groups_rewards_records_and_jsonl(policy, tmp_path: Path) -> None:
         assert len(turn.logprobs) == len(turn.completion_ids)
         assert tr.success == (turn.reward == 1.0) == ("button_clicked" in turn.milestones)
         # every episode either succeeds (terminated) or is cut by max_steps, and says so
-        assert tr.terminated or (tr.truncated and tr.truncation_reason == "max steps reached")
+        assert tr.terminated or (tr.truncated and tr.truncation_reason == "max_steps reached")
     g0 = [t for t in trajs if t.group == 0]
     assert len({tuple(t.turns[0].prompt_ids) for t in g0}) == 1
     assert res.stats["truncated_max_steps"] == sum(not t.success for t in trajs)
@@ -99,7 +99,7 @@ def test_multi_turn_history_and_truncation_counted(policy, tmp_path: Path) -> No
     f.write_text(yaml.safe_dump(data))
     spec = load_task(f)
     # a prompt budget so small that the observation is cut: counted per turn, never silent
-    eng = engine_for(policy, [spec], max_prompt_tokens=60)
+    eng = engine_for(policy, [spec], max_prompt_tokens=90)
     try:
         res = eng.collect([GroupJob(spec.id, 11, 6)], temperature=1.0, seed=1)
     finally:
@@ -110,7 +110,7 @@ def test_multi_turn_history_and_truncation_counted(policy, tmp_path: Path) -> No
     assert "Previous actions" in tok.decode(multi[0].turns[1].prompt_ids)
     assert res.stats["prompt_cut_turns"] == res.stats["turns"] > 0
     assert all(t.turns[-1].prompt_truncated for t in res.trajectories)
-    assert all(t.success or t.truncation_reason == "max steps reached" for t in res.trajectories)
+    assert all(t.success or t.truncation_reason == "max_steps reached" for t in res.trajectories)
     assert res.stats["truncated_max_steps"] == sum(not t.success for t in res.trajectories)
 
 

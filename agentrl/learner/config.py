@@ -34,10 +34,13 @@ class TrainConfig:
     model: str = "tiny"  # "tiny": build the tiny policy locally (no hub); else a path or HF id
     model_seed: int = 0  # init seed of the tiny model
     system_prompt: str = SHORT_SYSTEM_PROMPT
-    observation: str = "axtree"  # "axtree" (the ARIA snapshot) or "text" (goal, URL, title, last action, tree)
+    # "axtree": the ARIA snapshot; "text": goal, URL, title, last action + snapshot; "compact": one
+    # `role ref "name"` line per element with a role in click_roles (short prompts; what the tiny recipe uses)
+    observation: str = "axtree"
     max_prompt_tokens: int = 1024
     history_k: int = 4  # last k actions in the prompt
     click_roles: tuple[str, ...] = ("button", "link", "heading", "checkbox", "radio", "tab", "menuitem")
+    described_actions: bool = False  # clicks as `role "name" -> click(ref)` (see rollout.candidate_actions)
     extra_actions: tuple[str, ...] = ()  # always-offered actions, e.g. ("back()", 'scroll("down")')
     # --- the algorithm (presets in agentrl.learner.algos.ALGORITHMS)
     algorithm: str = "drgrpo"

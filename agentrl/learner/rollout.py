@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,9 @@ class Trajectory:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trajectory:
-        d = {k: v for k, v in d.items() if k != "return"}
+        """From a ``trajectories.jsonl`` row (extra keys such as ``step`` and ``return`` are ignored)."""
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
         return cls(**{**d, "turns": [Turn(**t) for t in d["turns"]]})
 
 
@@ -104,15 +106,34 @@ class RolloutResult:
     stats: dict[str, float]
 
 
-def candidate_actions(tree: AXTree, click_roles: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
-    """Valid actions for a page: ``click(ref)`` for each element whose role is in ``click_roles``, then extras.
+def candidate_actions(
+    tree: AXTree, click_roles: Sequence[str], extra: Sequence[str] = (), *, described: bool = False
+) -> list[str]:
+    """Valid actions for a page: a click for each element whose role is in ``click_roles``, then extras.
+
+    ``described=True`` writes each click as ``role "name" -> click(ref)``: the policy names its target
+    before the call, and the action parser takes the last call in the text, so the env gets ``click(ref)``.
+    The choice then shows in the candidate's own first tokens (``button ...``) instead of only in which
+    digits it copies from the prompt, which a small model learns far faster (docs/training.md).
 
     >>> from agentrl.envs.axtree import parse_snapshot
-    >>> candidate_actions(parse_snapshot('- main [ref=e1]:\\n  - button "Save" [ref=e2]'), ["button"])
-    ['click(e2)']
+    >>> tree = parse_snapshot('- main [ref=e1]:\\n  - button "Save" [ref=e2]')
+    >>> candidate_actions(tree, ["button"]), candidate_actions(tree, ["button"], described=True)
+    (['click(e2)'], ['button "Save" -> click(e2)'])
     """
-    out = [f"click({e.ref})" for e in tree.elements if e.ref and e.role in click_roles]
+    els = [e for e in tree.elements if e.ref and e.role in click_roles]
+    out = [f'{e.role} "{e.name}" -> click({e.ref})' if described else f"click({e.ref})" for e in els]
     return list(dict.fromkeys([*out, *extra]))
+
+
+def compact_observation(tree: AXTree, roles: Sequence[str]) -> str:
+    """One line per actionable element, role first: ``role ref "name"`` (a short, uniform view of the tree).
+
+    >>> from agentrl.envs.axtree import parse_snapshot
+    >>> compact_observation(parse_snapshot('- main [ref=e1]:\\n  - button "Save" [ref=e2]'), ["button"])
+    'button e2 "Save"'
+    """
+    return "\n".join(f'{e.role} {e.ref} "{e.name}"' for e in tree.elements if e.ref and e.role in roles)
 
 
 @dataclass
@@ -136,12 +157,13 @@ class RolloutEngine:
         click_roles: Sequence[str] = ("button", "link"),
         extra_actions: Sequence[str] = (),
         observation: str = "axtree",
+        described: bool = False,
         env_config: BrowserEnvConfig | None = None,
         host: BrowserHost | None = None,
         batch_wait_s: float = 0.01,
     ) -> None:
-        if observation not in ("axtree", "text"):
-            raise ValueError(f"observation must be 'axtree' or 'text', got {observation!r}")
+        if observation not in ("axtree", "text", "compact"):
+            raise ValueError(f"observation must be 'axtree', 'text' or 'compact', got {observation!r}")
         self.specs = {t.id: t for t in tasks}
         self.generator = generator
         self.builder = builder
@@ -149,13 +171,21 @@ class RolloutEngine:
         self.click_roles = tuple(click_roles)
         self.extra_actions = tuple(extra_actions)
         self.observation = observation
-        self.env_config = env_config or BrowserEnvConfig(record=False, keep_episode_dirs=False)
+        self.described = described
+        # generous action timeout: on a loaded machine a click on a static button can take seconds, and a
+        # timed-out click would be scored as a wrong choice (counted in stats["action_errors"] either way)
+        self.env_config = env_config or BrowserEnvConfig(
+            record=False, keep_episode_dirs=False, action_timeout_ms=20_000, settle_timeout_ms=20_000
+        )
         self.host = host or BrowserHost.shared()
         self.batch_wait_s = batch_wait_s
         self._free: dict[str, list[AsyncBrowserEnv]] = {}
         self._all: list[AsyncBrowserEnv] = []
         self._requests: queue.Queue[_Request] = queue.Queue()
         self._write_lock = threading.Lock()
+        # scores of each distinct (prompt, candidates) within one collect (the weights do not change during
+        # it): a group's G samples share one forward even when their envs ask at different times
+        self._scores: dict[tuple, Any] = {}
 
     # ------------------------------------------------------------ public
     def collect(
@@ -172,6 +202,7 @@ class RolloutEngine:
         ``writer``: a JSONL file each trajectory is appended to as it finishes (with ``tag`` merged in).
         """
         rng = np.random.default_rng(seed)
+        self._scores.clear()
         t0 = time.perf_counter()
         policy_s = 0.0
         n_decisions = n_batches = n_forward = 0
@@ -196,6 +227,7 @@ class RolloutEngine:
             n_decisions += len(batch)
             n_batches += 1
         trajectories = done.result()
+        self._scores.clear()
         wall = time.perf_counter() - t0
         reasons = Counter(t.truncation_reason for t in trajectories if t.truncated)
         stats: dict[str, float] = {
@@ -214,6 +246,7 @@ class RolloutEngine:
             "truncated_context": sum(n for r, n in reasons.items() if r and r.startswith("context")),
             "prompt_cut_turns": sum(t.prompt_truncated for tr in trajectories for t in tr.turns),
             "errors": sum(t.error is not None for t in trajectories),
+            "action_errors": sum(t.action_error is not None for tr in trajectories for t in tr.turns),
             "success": float(np.mean([t.success for t in trajectories])) if trajectories else 0.0,
         }
         stats["scored_tokens_per_s"] = (stats["prompt_tokens"] + stats["completion_tokens"]) / max(policy_s, 1e-9)
@@ -229,24 +262,27 @@ class RolloutEngine:
 
     # ------------------------------------------------------------ policy side (calling thread)
     def _decide(self, batch: list[_Request], temperature: float, seed: int) -> int:
-        """Score each distinct (prompt, candidates) once, sample one completion per request; returns #forwards."""
+        """Score each distinct (prompt, candidates) once per collect, sample one completion per request;
+        returns the number of prompt forwards run."""
         keys: dict[tuple, list[_Request]] = {}
         for r in batch:
             keys.setdefault((tuple(r.prompt_ids), tuple(r.candidates)), []).append(r)
+        new = [k for k in keys if k not in self._scores]
         try:
-            scores = self.generator.score_candidates([list(k[0]) for k in keys], [list(k[1]) for k in keys])
+            scored = self.generator.score_candidates([list(k[0]) for k in new], [list(k[1]) for k in new])
         except Exception as e:  # noqa: BLE001 - handed to every waiting env coroutine, raised there
             for r in batch:
                 r.loop.call_soon_threadsafe(_set_exception, r.future, e)
             return 0
-        for i, ((prompt, _), reqs) in enumerate(keys.items()):
+        self._scores.update(zip(new, scored, strict=True))
+        for i, (key, reqs) in enumerate(keys.items()):
             params = SamplingParams(temperature=temperature, n=len(reqs))
             comps = candidate_completions(
-                scores[i], prompt, params, seed + i, self.generator.tokenizer, self.generator.weights_version
+                self._scores[key], key[0], params, seed + i, self.generator.tokenizer, self.generator.weights_version
             )
             for r, c in zip(reqs, comps, strict=True):
-                r.loop.call_soon_threadsafe(_set_result, r.future, (c, scores[i].token_ids))
-        return len(keys)
+                r.loop.call_soon_threadsafe(_set_result, r.future, (c, self._scores[key].token_ids))
+        return len(new)
 
     # ------------------------------------------------------------ env side (event-loop thread)
     async def _run_jobs(
@@ -298,11 +334,14 @@ class RolloutEngine:
         obs, _ = await env.reset(traj.seed)
         history: list[str] = []
         while True:
-            cands = candidate_actions(parse_snapshot(obs["axtree"]), self.click_roles, self.extra_actions)
+            tree = parse_snapshot(obs["axtree"])
+            cands = candidate_actions(tree, self.click_roles, self.extra_actions, described=self.described)
             if not cands:
                 traj.truncated, traj.truncation_reason = True, "no candidate actions on the page"
                 return
-            view = obs["axtree"] if self.observation == "axtree" else obs["text"]
+            view = {"axtree": obs["axtree"], "text": obs["text"]}.get(self.observation) or compact_observation(
+                tree, self.click_roles
+            )
             try:
                 prompt = self.builder.build(obs["goal"], view, history)
             except PromptTooLongError as e:

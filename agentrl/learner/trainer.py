@@ -161,7 +161,7 @@ def train(
     specs = load_tasks(list(cfg.tasks))
     engine = RolloutEngine(
         specs, generator, builder, num_envs=cfg.num_envs, click_roles=cfg.click_roles,
-        extra_actions=cfg.extra_actions, observation=cfg.observation,
+        extra_actions=cfg.extra_actions, observation=cfg.observation, described=cfg.described_actions,
     )
     writer = None
     if cfg.tensorboard:

@@ -320,7 +320,7 @@ class Learner:
             loss.backward()
             w = float(sub.token_mask.sum())
             metrics["candidate_entropy"] = float(ent_sum.detach()) / max(1.0, float(sub.turn_mask.sum()))
-            metrics["loss_total"] = float(loss)
+            metrics["loss_total"] = float(loss.detach())
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + (v * w if k != "loss_total" else v)
             weight_sum += w
