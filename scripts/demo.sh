@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Set up (idempotent), then the main job on the embedded defaults: evaluate the scripted reference agent
-# and the random agent on the bundled suite (local sandbox sites) and print the summaries.
+# Set up (idempotent), then the main job on the embedded defaults:
+#   1. validate the bundled task suites;
+#   2. train the tiny local policy (built from a config, no downloads) with Dr. GRPO in the real browser env
+#      on "click the one button" (held-out success before and after, curves and metrics in the run dir);
+#   3. evaluate the scripted reference agent on the bundled `core` suite (local sandbox sites).
+# CONFIG=configs/ci-smoke.yaml bash scripts/demo.sh runs a one-minute version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-SEEDS=${SEEDS:-3}
-.venv/bin/agentrl tasks validate tasks/core
-.venv/bin/agentrl evaluate --suite core --agent scripted --seeds "$SEEDS" --out runs/demo/scripted
-.venv/bin/agentrl evaluate --suite core --agent random --seeds "$SEEDS" --out runs/demo/random
+CONFIG=${CONFIG:-configs/tiny-click-button.yaml}
+.venv/bin/agentrl tasks validate tasks/core tasks/train
+.venv/bin/agentrl train "$CONFIG" --out runs/demo/train
+.venv/bin/agentrl evaluate --suite core --agent scripted --seeds 2 --out runs/demo/scripted
