@@ -104,6 +104,8 @@ def run_env(env_by_task: dict[str, BrowserEnv], spec: TaskSpec, seed: int, reset
         steps.append(time.perf_counter() - t0)
         done = term or trunc
         n += 1
+    if not info["success"]:  # say why, so a failure in a speed run is visible and explainable
+        print(f"env failure: {spec.id} seed {seed}: completed {info['completed']}, last error {info['action_error']}")
     return bool(info["success"])
 
 

@@ -93,7 +93,7 @@ class BrowserEnvConfig:
     screenshot: bool = False  # add an RGB screenshot to every observation
     viewport: tuple[int, int] = (1024, 768)
     max_steps: int | None = None  # overrides the task's max_steps
-    action_timeout_ms: int = 3000  # how long an action may wait for its element to be actionable
+    action_timeout_ms: int = 5000  # how long an action may wait for its element to be actionable
     settle_timeout_ms: int = 5000  # cap on waiting for load + in-flight requests after an action
     browser_timeout_ms: int = 20000  # a browser call slower than this means Chromium is stuck: relaunch it
     root_dir: Path | None = None  # episode directories go here (default: a temp dir per env)
@@ -296,6 +296,8 @@ class AsyncBrowserEnv:
         variant = self.spec.render(seed, facts)
         for attempt in (1, 2):
             ep = await self._take_context()
+            if self._spare is None:
+                self._prepare_spare()  # the next episode's context is made while this one runs
             ep.id, ep.variant, ep.dir = episode_id, variant, self.root_dir / episode_id
             try:
                 obs = await asyncio.wait_for(self._open(ep), timeout=self.config.browser_timeout_ms / 1000)
@@ -315,8 +317,6 @@ class AsyncBrowserEnv:
                 task_id=self.spec.id, seed=seed, episode_id=ep.id, instruction=variant.instruction,
                 variables=variant.variables, max_steps=self.max_steps,
             )
-        # The next episode's context is prepared while this one runs, not during this reset.
-        self._prepare_spare()
         # the start page's own events (its load, blocked third-party requests) are reported, not scored
         info = self._info(ep, [], list(ep.events), error=None)
         return obs, info
