@@ -73,12 +73,14 @@ def parse_action(text: str) -> Action | ActionError:
         return ActionError(f"the action must be a string, got {type(text).__name__}")
     if not text.strip():
         return ActionError(f"empty action; write one of: {_HELP}")
+    first_error: ActionError | None = None
     for source in _candidates(text):
-        calls = _find_calls(source)
+        parsed = [_parse_call(m.group(1), source, m.end()) for m in _CALL.finditer(source)]
+        calls = [p for p in parsed if isinstance(p, Action)]
         if calls:
             return calls[-1]
+        first_error = first_error or next((p for p in parsed if isinstance(p, ActionError)), None)
     # Nothing parsed: report the most useful reason.
-    first_error = next((e for s in _candidates(text) for e in _call_errors(s)), None)
     if first_error is not None:
         return first_error
     snippet = text.strip().replace("\n", " ")
@@ -92,24 +94,6 @@ def _candidates(text: str) -> list[str]:
     out += [m.group(1) for m in _FENCE.finditer(text)][-1:]
     out.append(text)
     return out
-
-
-def _find_calls(source: str) -> list[Action]:
-    found = []
-    for m in _CALL.finditer(source):
-        parsed = _parse_call(m.group(1), source, m.end())
-        if isinstance(parsed, Action):
-            found.append(parsed)
-    return found
-
-
-def _call_errors(source: str) -> list[ActionError]:
-    errors = []
-    for m in _CALL.finditer(source):
-        parsed = _parse_call(m.group(1), source, m.end())
-        if isinstance(parsed, ActionError):
-            errors.append(parsed)
-    return errors
 
 
 def _parse_call(name: str, source: str, pos: int) -> Action | ActionError:
