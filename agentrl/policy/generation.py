@@ -344,7 +344,27 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-class HFGenerator:
+class CandidateChooser:
+    """`choose` for any backend that implements `score_candidates`: constrained decoding, shared by the
+    transformers and vLLM generators so both sample candidates identically."""
+
+    tokenizer: Any
+    weights_version: int
+    score_candidates: Callable[[list[list[int]], list[list[str]]], list[CandidateScores]]
+
+    def choose(
+        self, prompts: list[list[int]], candidates: list[list[str]], sampling: SamplingParams
+    ) -> list[list[Completion]]:
+        """Sample `sampling.n` of each prompt's candidate actions from softmax(seq log-prob / temperature)."""
+        scores = self.score_candidates(prompts, candidates)
+        seeds = prompt_seeds(sampling.seed, prompts, salt="choose")
+        return [
+            candidate_completions(s, p, sampling, seed, self.tokenizer, self.weights_version)
+            for s, p, seed in zip(scores, prompts, seeds, strict=True)
+        ]
+
+
+class HFGenerator(CandidateChooser):
     """`Generator` over a transformers causal LM, with a KV cache, left-padded batches and n samples per
     prompt sharing one prompt forward pass.
 
@@ -636,17 +656,6 @@ class HFGenerator:
         target = ids[:, T - L :]  # (C, L)
         tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (C, L)
         return [tok_lp[c, L - len(x) :].tolist() for c, x in enumerate(cids)]
-
-    def choose(
-        self, prompts: list[list[int]], candidates: list[list[str]], sampling: SamplingParams
-    ) -> list[list[Completion]]:
-        """Sample `sampling.n` of each prompt's candidate actions from softmax(seq log-prob / temperature)."""
-        scores = self.score_candidates(prompts, candidates)
-        seeds = prompt_seeds(sampling.seed, prompts, salt="choose")
-        return [
-            candidate_completions(s, p, sampling, seed, self.tokenizer, self.weights_version)
-            for s, p, seed in zip(scores, prompts, seeds, strict=True)
-        ]
 
     # ------------------------------------------------------------ weight sync
     def load_weights(self, state_dict_or_model: Any, *, timeout_s: float | None = None) -> None:

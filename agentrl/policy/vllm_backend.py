@@ -32,13 +32,13 @@ from typing import Any
 import torch
 
 from agentrl.policy.generation import (
+    CandidateChooser,
     CandidateScores,
     Completion,
     FinishReason,
     SamplingParams,
     WeightSyncError,
     call_with_timeout,
-    candidate_completions,
     check_candidates,
     prompt_seeds,
 )
@@ -79,7 +79,7 @@ def _rpc_param_rows(worker: Any, names: list[str], rows: int) -> dict[str, torch
 
 
 # ---------------------------------------------------------------- generator
-class VLLMGenerator:
+class VLLMGenerator(CandidateChooser):
     """`Generator` backed by an in-process `vllm.LLM`. `model` is a hub id or a local dir (e.g. one made by
     `build_tiny_policy`). Extra keyword arguments go to `vllm.LLM`.
     """
@@ -227,17 +227,6 @@ class VLLMGenerator:
                 )
             )
         return scores
-
-    def choose(
-        self, prompts: list[list[int]], candidates: list[list[str]], sampling: SamplingParams
-    ) -> list[list[Completion]]:
-        """Sample `sampling.n` candidates per prompt from softmax(seq log-prob / temperature)."""
-        scores = self.score_candidates(prompts, candidates)
-        seeds = prompt_seeds(sampling.seed, prompts, salt="choose")
-        return [
-            candidate_completions(s, p, sampling, seed, self.tokenizer, self.weights_version)
-            for s, p, seed in zip(scores, prompts, seeds, strict=True)
-        ]
 
     # ------------------------------------------------------------ weight sync
     def load_weights(self, state_dict_or_model: Any, *, timeout_s: float | None = None) -> None:
