@@ -41,7 +41,7 @@ def _quote(s: str) -> str:
 def oracle_action(step: OracleStep, ax: AXTree, index: int = 0) -> str:
     """The action string for one oracle step, given the current observation's accessibility tree."""
     kind = step.kind
-    if kind in ("click", "fill", "select"):
+    if kind in ("click", "fill", "select", "upload"):
         target = getattr(step, kind)
         pattern = re.compile(target.name_re) if target.name_re else None
         found = [e for e in ax.find(target.role, target.name, pattern) if e.ref]
@@ -57,6 +57,8 @@ def oracle_action(step: OracleStep, ax: AXTree, index: int = 0) -> str:
             return f"click({ref})"
         if kind == "fill":
             return f"fill({ref}, {_quote(target.text)})"
+        if kind == "upload":
+            return f"upload({ref}, {_quote(target.file)})"
         return f"select({ref}, {_quote(target.option)})"
     if kind in ("back", "wait"):
         return f"{kind}()"

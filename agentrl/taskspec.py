@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import re
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import (
@@ -64,12 +64,24 @@ class Variable(_Model):
 class Start(_Model):
     app: str
     path: str = "/"
+    #: files put in the episode's directory before the episode starts (relative path -> text, templated),
+    #: e.g. a document to upload or attach
+    files: dict[str, str] = {}
 
     @field_validator("path")
     @classmethod
     def _abs(cls, v: str) -> str:
         if not v.startswith("/"):
             raise ValueError(f"path must start with '/', got {v!r}")
+        return v
+
+    @field_validator("files")
+    @classmethod
+    def _inside(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            p = PurePosixPath(name)
+            if not name or p.is_absolute() or ".." in p.parts or name == "trajectory.jsonl":
+                raise ValueError(f"file name {name!r} must be a relative path inside the episode directory")
         return v
 
 
@@ -121,7 +133,11 @@ class SelectStep(Target):
     option: str
 
 
-ACTION_STEP_KEYS = ("click", "fill", "select", "press", "scroll", "goto", "back", "wait", "done")
+class UploadStep(Target):
+    file: str  # relative to the episode's directory
+
+
+ACTION_STEP_KEYS = ("click", "fill", "select", "upload", "press", "scroll", "goto", "back", "wait", "done")
 
 
 class OracleStep(_Model):
@@ -130,6 +146,7 @@ class OracleStep(_Model):
     click: ClickStep | None = None
     fill: FillStep | None = None
     select: SelectStep | None = None
+    upload: UploadStep | None = None
     press: str | None = None
     scroll: Literal["up", "down", "left", "right"] | None = None
     goto: str | None = None
@@ -179,6 +196,8 @@ class TaskSpec(_Model):
     near_misses: list[NearMiss] = []
     tags: list[str] = []
     tier: int = Field(default=1, ge=1, le=3)
+    #: the workflow category in reports (e.g. "forms"); by default the task file's folder inside its suite
+    category: str | None = None
     judge: bool = False  # the reward router should send this task to the judge (rules do not cover it)
 
     _path: Path = PrivateAttr(default=Path("<memory>"))
@@ -229,6 +248,7 @@ class TaskSpec(_Model):
             return value
 
         instruction = fill(self.instruction, ("instruction",))
+        files = {k: fill(v, ("start", "files", k)) for k, v in self.start.files.items()}
         milestones = []
         for i, m in enumerate(self.milestones):
             info = DETECTORS.get(m.detector)
@@ -247,7 +267,8 @@ class TaskSpec(_Model):
         if problems:
             raise TaskFileError(problems)
         return TaskVariant(
-            task=self, seed=seed, instruction=instruction, variables=ns, milestones=milestones, oracle=oracle, near_misses=near
+            task=self, seed=seed, instruction=instruction, variables=ns, milestones=milestones, oracle=oracle,
+            near_misses=near, files=files,
         )
 
 
@@ -262,6 +283,7 @@ class TaskVariant(BaseModel):
     milestones: list[Milestone]
     oracle: list[OracleStep]
     near_misses: list[NearMiss]
+    files: dict[str, str] = {}  # start files, rendered
 
 
 # ---------------------------------------------------------------------- loading

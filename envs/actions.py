@@ -4,7 +4,9 @@ One action per step, written as a call::
 
     click(e12)            fill(e5, "text")       select(e8, "Blue")     press("Enter")
     scroll("down")        goto("http://…")       back()                 wait()
-    done("answer")
+    upload(e3, "report.csv")                      done("answer")
+
+``upload`` sets a file input to a file of the episode's own directory (a path relative to it).
 
 Element ids are the ``[ref=…]`` ids of the observation (``e12``; ``f1e12`` after a navigation). The parser digs the action out of LLM output:
 an ``Action:`` line wins, then the last fenced code block, then the last call in the text. It never
@@ -27,11 +29,12 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "goto": ("str",),
     "back": (),
     "wait": (),
+    "upload": ("id", "str"),
     "done": ("str",),
 }
 OPTIONAL_LAST = {"done"}  # done() and done("answer") are both fine
 SCROLL_DIRECTIONS = ("up", "down", "left", "right")
-_HELP = 'click(id), fill(id, "text"), select(id, "option"), press("Key"), scroll("down"), goto("url"), back(), wait(), done("answer")'
+_HELP = 'click(id), fill(id, "text"), select(id, "option"), press("Key"), scroll("down"), goto("url"), back(), wait(), upload(id, "file"), done("answer")'
 
 _CALL = re.compile(r"\b(" + "|".join(SIGNATURES) + r")\s*\(")
 _ID = re.compile(r"^\[?(?:ref\s*=\s*)?[\"']?((?:f\d+)?e\d+)[\"']?\]?$")
@@ -125,6 +128,8 @@ def _parse_call(name: str, source: str, pos: int) -> Action | ActionError:
         args[0] = args[0].lower()
     if name in ("press", "goto") and not args[0]:
         return ActionError(f"{name}(): the argument is empty")
+    if name == "upload" and not args[1]:
+        return ActionError("upload(): the file name is empty")
     return Action(name, tuple(args))
 
 

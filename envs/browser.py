@@ -310,6 +310,9 @@ class AsyncBrowserEnv:
                 await self.host.restart()
         self._ep = ep
         ep.dir.mkdir(parents=True, exist_ok=True)
+        for name, text in variant.files.items():
+            (ep.dir / name).parent.mkdir(parents=True, exist_ok=True)
+            (ep.dir / name).write_text(text)
         ep.tracker = MilestoneTracker(variant.milestones, self.spec.success_ids())
         if self.config.record:
             ep.writer = TrajectoryWriter(ep.dir / "trajectory.jsonl")
@@ -486,6 +489,12 @@ class AsyncBrowserEnv:
                     await page.go_back(wait_until="load")
                 case "wait":
                     await page.wait_for_timeout(300)
+                case "upload":
+                    path = _episode_file(ep.dir, action.args[1])
+                    if isinstance(path, str):
+                        ep.events.append(event.model_copy(update={"ok": False}))
+                        return f"{action}: {path}"
+                    await loc.set_input_files(path, timeout=timeout)
                 case "done":
                     ep.answer = action.args[0]
         except PlaywrightError as e:
@@ -645,6 +654,21 @@ def _body_fields(req: Request) -> dict[str, str | list[str]]:
     if "x-www-form-urlencoded" in ctype:
         return {k: v[0] if len(v) == 1 else v for k, v in parse_qs(data, keep_blank_values=True).items()}
     return {}
+
+
+def _episode_file(root: Path | None, name: str) -> Path | str:
+    """The file `name` inside the episode directory, or why it cannot be used (the agent never reaches
+    outside its own directory: absolute paths, '..' and symlinks that leave it are refused)."""
+    assert root is not None
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        return f"{name!r} must be a path inside the episode's directory (no '..', not absolute)"
+    path = (root / name).resolve()
+    if not path.is_relative_to(root.resolve()):
+        return f"{name!r} leaves the episode's directory"
+    if not path.is_file():
+        have = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != "trajectory.jsonl")
+        return f"no file {name!r} in the episode's directory (files: {', '.join(have[:12]) or 'none'})"
+    return path
 
 
 def _notes(events: list[Event]) -> list[str]:
