@@ -30,13 +30,16 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
 from .apps import App, Request, Response, default_apps
-from .apps.base import html_response, join, message_page, not_found, page, redirect, render
+from .apps.base import UploadedFile, html_response, join, message_page, not_found, page, redirect, render
 
 EPISODE_HEADER = "X-Agentrl-Episode"
 ADMIN_HEADER = "X-Agentrl-Admin"
@@ -303,8 +306,8 @@ class SandboxServer:
             return message_page(
                 403, "Episode not open", f"The episode “{ep}” is not open on this sandbox server."
             )
-        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        resp = self._route(method, parts, path, body, content_type, cookies, ep)
+        raw_type = headers.get("content-type", "")
+        resp = self._route(method, parts, path, body, raw_type, cookies, ep)
         if set_cookie:
             resp.headers.append(("Set-Cookie", set_cookie))
         return resp
@@ -331,10 +334,11 @@ class SandboxServer:
         parts: urllib.parse.SplitResult,
         path: str,
         body: bytes,
-        content_type: str,
+        raw_type: str,
         cookies: dict[str, str],
         ep: _Episode,
     ) -> Response:
+        content_type = raw_type.split(";")[0].strip().lower()
         if method == "DELETE":
             return message_page(405, "Method not allowed", "DELETE is only used by the admin API.")
         if path == "/":
@@ -354,7 +358,8 @@ class SandboxServer:
             path=path[len(name) + 1 :],
             prefix="/" + name,
             query=_first_values(parts.query),
-            form=_form(body, content_type) if method == "POST" else {},
+            form=_form(body, content_type, raw_type) if method == "POST" else {},
+            files=_files(body, raw_type) if method == "POST" and content_type == "multipart/form-data" else {},
             cookies=cookies,
             body=body,
             content_type=content_type,
@@ -428,7 +433,31 @@ def _first_values(qs: str) -> dict[str, str]:
     return out
 
 
-def _form(body: bytes, content_type: str) -> dict[str, str]:
+def _multipart_parts(body: bytes, raw_type: str) -> list[Message]:
+    msg = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + raw_type.encode("latin-1", "replace") + b"\r\n\r\n" + body)
+    return list(msg.iter_parts()) if msg.is_multipart() else []
+
+
+def _files(body: bytes, raw_type: str) -> dict[str, UploadedFile]:
+    """The file parts of a multipart/form-data body, by field name (first wins; empty file inputs skipped)."""
+    out: dict[str, UploadedFile] = {}
+    for part in _multipart_parts(body, raw_type):
+        name, filename = part.get_param("name", header="content-disposition"), part.get_filename()
+        if name and filename and name not in out:
+            out[str(name)] = UploadedFile(
+                filename=filename, content_type=part.get_content_type(), data=part.get_payload(decode=True) or b""
+            )
+    return out
+
+
+def _form(body: bytes, content_type: str, raw_type: str = "") -> dict[str, str]:
+    if content_type == "multipart/form-data":
+        out: dict[str, str] = {}
+        for part in _multipart_parts(body, raw_type):
+            name = part.get_param("name", header="content-disposition")
+            if name and part.get_filename() is None and name not in out:
+                out[str(name)] = (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
+        return out
     text = body.decode("utf-8", "replace")
     if content_type == "application/json":
         try:

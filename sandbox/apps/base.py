@@ -55,6 +55,15 @@ def attr(name: str, value: object) -> Html:
     return render(' {name}="{value}"', name=Html(name), value=value)
 
 
+@dataclass(frozen=True)
+class UploadedFile:
+    """One file of a multipart/form-data POST (``<input type="file">``)."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
 @dataclass
 class Request:
     """One HTTP request as an app sees it (path relative to the app's prefix)."""
@@ -63,9 +72,11 @@ class Request:
     path: str  #: path inside the app, always starting with "/" (e.g. "/login")
     prefix: str  #: the app's mount point, e.g. "/accounts"
     query: dict[str, str] = field(default_factory=dict)
-    #: POST fields: from an urlencoded body, or the top-level keys of a JSON-object body (non-string values
+    #: POST fields: from an urlencoded or multipart body, or the top-level keys of a JSON-object body (non-string values
     #: JSON-encoded); first value wins for repeated keys
     form: dict[str, str] = field(default_factory=dict)
+    #: uploaded files of a multipart/form-data POST, by field name (their other fields are in `form`)
+    files: dict[str, UploadedFile] = field(default_factory=dict)
     cookies: dict[str, str] = field(default_factory=dict)
     body: bytes = b""  #: the raw request body
     content_type: str = ""  #: the request's Content-Type without parameters, lower-cased

@@ -30,6 +30,7 @@ $('send-btn').onclick = async () => {
 class PlaygroundState:
     messages: list[dict[str, Any]] = field(default_factory=list)
     downloads: int = 0
+    uploads: list[dict[str, Any]] = field(default_factory=list)  # name, size, text (first 200 chars), note
 
 
 class PlaygroundApp(App):
@@ -44,7 +45,10 @@ class PlaygroundApp(App):
         return {"greeting": "Hello from the playground"}
 
     def public_state(self, state: PlaygroundState) -> dict[str, Any]:
-        return {"messages": [dict(m) for m in state.messages], "downloads": state.downloads}
+        return {
+            "messages": [dict(m) for m in state.messages], "downloads": state.downloads,
+            "uploads": [dict(u) for u in state.uploads],
+        }
 
     def handle(self, req: Request, state: PlaygroundState) -> Response:
         if req.path == "/":
@@ -52,6 +56,13 @@ class PlaygroundApp(App):
         if req.path == "/api/echo" and req.method == "POST":
             state.messages.append(dict(req.form))
             return Response(body=json.dumps({"ok": True}).encode(), content_type="application/json")
+        if req.path == "/upload" and req.method == "POST":
+            f = req.files.get("attachment")
+            if f is None:
+                return html_response(page("Upload", Html("<h1>Upload failed</h1><p role=alert>No file chosen.</p>"), app_title=self.title), status=400)
+            text = f.data.decode("utf-8", "replace")
+            state.uploads.append({"name": f.filename, "size": len(f.data), "text": text[:200], "note": req.form.get("note", "")})
+            return html_response(page("Upload", render("<h1>Uploaded</h1><p role=status>Received {name} ({size} bytes).</p>", name=f.filename, size=len(f.data)), app_title=self.title))
         if req.path == "/notes.txt":
             state.downloads += 1
             return Response(
@@ -82,11 +93,16 @@ class PlaygroundApp(App):
             '<label for="subscribe">Subscribe</label></div>\n'
             '<div class="actions"><button type="button" id="send-btn">Send message</button></div>\n'
             '<p id="send-result" role="status"></p>\n'
+            '<form method="post" enctype="multipart/form-data" action="{upload}">'
+            '<div class="field"><label for="attachment">Attachment</label><input type="file" id="attachment" name="attachment"></div>'
+            '<div class="field"><label for="note">Note</label><input type="text" id="note" name="note"></div>'
+            '<button type="submit">Upload file</button></form>\n'
             '<p><a href="{notes}">Download notes</a> · <a href="{popup}" target="_blank">Open popup</a> · '
             '<a href="http://example.com/outside">Outside link</a></p>\n'
             '<img src="http://example.com/tracker.png" alt="" width="1" height="1">\n'
             "<script>{script}</script>",
             notes=req.url("/notes.txt"),
+            upload=req.url("/upload"),
             popup=req.url("/popup"),
             script=Html(_SCRIPT.replace("{echo}", req.url("/api/echo"))),
         )
