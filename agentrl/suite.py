@@ -58,6 +58,8 @@ class SuiteFile(BaseModel):
     description: str = ""
     categories: list[str] | None = None
     splits: dict[str, Split] = Field(default_factory=lambda: {"all": Split()})
+    #: the reward router's configuration for the suite's tasks (`agentrl.rewards.router.RouterConfig`)
+    router: dict | None = None
 
 
 class Suite:

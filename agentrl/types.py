@@ -76,8 +76,31 @@ class FileEvent(Record):
     path: str  # relative to the episode directory
 
 
+class WindowEvent(Record):
+    """A top-level X window of the desktop env opened, closed, got the focus or changed its title."""
+
+    kind: Literal["window"] = "window"
+    change: Literal["opened", "closed", "focused", "renamed"]
+    title: str
+    wm_class: str = ""
+    window: int = 0  # X window id
+    pid: int | None = None
+
+
+class ProcessEvent(Record):
+    """A process of the desktop env's episode started or exited (found by its environment tag)."""
+
+    kind: Literal["process"] = "process"
+    change: Literal["started", "exited"]
+    pid: int
+    name: str  # the executable's name (python apps: the script's name without .py)
+    cmdline: str
+    returncode: int | None = None  # known for the apps the env launched itself; negative: killed by a signal
+
+
 Event = Annotated[
-    NavigationEvent | RequestEvent | BlockedRequestEvent | DownloadEvent | DialogEvent | ActionEvent | FileEvent,
+    NavigationEvent | RequestEvent | BlockedRequestEvent | DownloadEvent | DialogEvent | ActionEvent | FileEvent
+    | WindowEvent | ProcessEvent,
     Field(discriminator="kind"),
 ]
 
@@ -105,6 +128,45 @@ class MilestoneEvent(Record):
         return self.progress >= 1.0
 
 
+# ---------------------------------------------------------------- reward layers (agentrl.rewards.router)
+class Score(Record):
+    """What one reward source says about a step or a trajectory.
+
+    `value` is in reward units (the rules layer: milestone weight earned) or in [0, 1] (R_phi, the judge);
+    `confidence` in [0, 1]. A source that could not score sets `error` and confidence 0: the router then
+    falls through to the next layer instead of reading the value.
+    """
+
+    value: float
+    confidence: float = Field(ge=0.0, le=1.0)
+    rationale: str = ""
+    error: str | None = None
+
+
+class LayerResult(Record):
+    """One layer's part in a routing decision (absent from the audit if the layer did not run)."""
+
+    layer: str  # rules | reward_model | judge
+    value: float | None  # None when the layer failed
+    confidence: float
+    rationale: str = ""
+    latency_ms: float
+    error: str | None = None
+
+
+class RewardAudit(Record):
+    """How the router reached one reward: every layer that ran, the weights, and which layer decided."""
+
+    mode: str  # cascade | blend
+    level: Literal["step", "trajectory"] = "step"
+    layers: list[LayerResult]
+    weights: dict[str, float] = {}  # blend weights (cascade: empty)
+    value: float
+    decided_by: str  # a layer name, or "blend"
+    latency_ms: float
+    note: str = ""
+
+
 # ---------------------------------------------------------------- trajectories
 class StepRecord(Record):
     t: int
@@ -122,6 +184,7 @@ class StepRecord(Record):
     screenshot: str | None = None  # path relative to the run dir
     latency_ms: float = 0.0
     timings: dict[str, float] = {}  # act_ms, settle_ms, observe_ms, detect_ms
+    audit: RewardAudit | None = None  # how the reward router reached `reward` (None: rules only, unrouted)
 
 
 class EpisodeSummary(Record):

@@ -42,6 +42,9 @@ class TrainConfig:
     click_roles: tuple[str, ...] = ("button", "link", "heading", "checkbox", "radio", "tab", "menuitem")
     described_actions: bool = False  # clicks as `role "name" -> click(ref)` (see rollout.candidate_actions)
     extra_actions: tuple[str, ...] = ()  # always-offered actions, e.g. ("back()", 'scroll("down")')
+    # --- the reward: a RouterConfig mapping (agentrl.rewards.router; mode, reward_model, judge, ...); None: the
+    # rules (milestone weights). Every step's audit is in the env's info and trajectory.
+    reward_router: dict[str, Any] | None = None
     # --- the algorithm (presets in agentrl.learner.algos.ALGORITHMS)
     algorithm: str = "drgrpo"
     algorithm_overrides: dict[str, Any] = field(default_factory=dict)  # passed to get_algorithm(name, **...)

@@ -20,6 +20,7 @@ Truncation is never silent: a trajectory that hits the env's max_steps, whose pr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import queue
 import threading
@@ -37,6 +38,7 @@ from agentrl.envs.browser import AsyncBrowserEnv, BrowserEnvConfig
 from agentrl.envs.host import BrowserHost
 from agentrl.policy.generation import Completion, HFGenerator, SamplingParams, candidate_completions
 from agentrl.policy.prompt import PromptBuilder, PromptTooLongError
+from agentrl.rewards.router import RewardRouter
 from agentrl.taskspec import TaskSpec
 
 
@@ -177,6 +179,9 @@ class RolloutEngine:
         self.env_config = env_config or BrowserEnvConfig(
             record=False, keep_episode_dirs=False, action_timeout_ms=20_000, settle_timeout_ms=20_000
         )
+        if self.env_config.router is not None and not isinstance(self.env_config.router, RewardRouter):
+            # one router (and so one R_phi / judge client) shared by every env of the engine
+            self.env_config = dataclasses.replace(self.env_config, router=RewardRouter.from_config(self.env_config.router))
         self.host = host or BrowserHost.shared()
         self.batch_wait_s = batch_wait_s
         self._free: dict[str, list[AsyncBrowserEnv]] = {}

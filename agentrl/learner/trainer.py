@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agentrl.envs.browser import BrowserEnvConfig
 from agentrl.learner.algos import get_algorithm
 from agentrl.learner.checkpoint import (
     TrainState,
@@ -42,6 +43,7 @@ from agentrl.learner.update import Learner, group_stats
 from agentrl.policy.generation import HFGenerator
 from agentrl.policy.model import build_tiny_policy, load_policy
 from agentrl.policy.prompt import PromptBuilder
+from agentrl.rewards.router import RouterConfig
 from agentrl.taskspec import TaskSpec, discover, load_task
 
 
@@ -162,6 +164,10 @@ def train(
     engine = RolloutEngine(
         specs, generator, builder, num_envs=cfg.num_envs, click_roles=cfg.click_roles,
         extra_actions=cfg.extra_actions, observation=cfg.observation, described=cfg.described_actions,
+        env_config=BrowserEnvConfig(
+            record=False, keep_episode_dirs=False, action_timeout_ms=20_000, settle_timeout_ms=20_000,
+            router=RouterConfig.model_validate(cfg.reward_router) if cfg.reward_router else None,
+        ),
     )
     writer = None
     if cfg.tensorboard:
