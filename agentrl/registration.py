@@ -11,6 +11,17 @@ from pathlib import Path
 import yaml
 
 ENTRY_POINT = "agentrl.envs.browser:BrowserEnv"
+ENTRY_POINTS = {"browser": ENTRY_POINT, "desktop": "agentrl.envs.desktop:DesktopEnv"}  # by the task's `env`
+
+
+@functools.cache
+def task_envs() -> dict[str, str]:
+    """task id -> the env that runs it (the task file's `env`: browser or desktop)."""
+    out: dict[str, str] = {}
+    for task_id, f in bundled_tasks().items():
+        data = yaml.safe_load(f.read_text(encoding="utf-8"))
+        out[task_id] = data.get("env", "browser") if data.get("env") in ENTRY_POINTS else "browser"
+    return out
 
 
 @functools.cache
@@ -37,4 +48,4 @@ def register_bundled() -> None:
     for task_id, path in bundled_tasks().items():
         env_id = f"agentrl/{task_id}"
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=ENTRY_POINT, kwargs={"task": str(path)})
+            gym.register(id=env_id, entry_point=ENTRY_POINTS[task_envs()[task_id]], kwargs={"task": str(path)})

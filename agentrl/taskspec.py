@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+import agentrl.rewards.desktop_detectors  # noqa: F401  (registers the desktop env's detectors)
 from agentrl.registry import did_you_mean
 from agentrl.rewards.detectors import DETECTORS
 from agentrl.types import CATEGORIES, DEFAULT_WEIGHTS, Category
@@ -67,6 +68,21 @@ class Start(_Model):
     #: files put in the episode's directory before the episode starts (relative path -> text, templated),
     #: e.g. a document to upload or attach
     files: dict[str, str] = {}
+    #: desktop tasks: the apps started for the episode, one command line each (``notes todo.txt``; the first
+    #: word names an app of agentrl.sandbox.desktop.APPS), in the episode's home directory
+    launch: list[str] = []
+
+    @field_validator("launch")
+    @classmethod
+    def _known_apps(cls, v: list[str]) -> list[str]:
+        from agentrl.sandbox.desktop import app_command
+
+        for line in v:
+            try:
+                app_command(line)
+            except (KeyError, ValueError) as e:
+                raise ValueError(f"launch {line!r}: {e.args[0]}") from None
+        return v
 
     @field_validator("path")
     @classmethod
@@ -137,7 +153,10 @@ class UploadStep(Target):
     file: str  # relative to the episode's directory
 
 
-ACTION_STEP_KEYS = ("click", "fill", "select", "upload", "press", "scroll", "goto", "back", "wait", "done")
+ACTION_STEP_KEYS = (
+    "click", "fill", "select", "upload", "press", "scroll", "goto", "back", "wait", "done",
+    "type", "key", "focus",  # desktop env: type("text"), key("ctrl+s"), focus("window title")
+)
 
 
 class OracleStep(_Model):
@@ -153,6 +172,9 @@ class OracleStep(_Model):
     back: Literal[True] | None = None
     wait: Literal[True] | None = None
     done: str | None = None
+    type: str | None = None
+    key: str | None = None
+    focus: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -199,6 +221,8 @@ class TaskSpec(_Model):
     #: the workflow category in reports (e.g. "forms"); by default the task file's folder inside its suite
     category: str | None = None
     judge: bool = False  # the reward router should send this task to the judge (rules do not cover it)
+    #: which env runs the task: the sandboxed browser, or the X11 desktop (agentrl.envs.desktop)
+    env: Literal["browser", "desktop"] = "browser"
 
     _path: Path = PrivateAttr(default=Path("<memory>"))
     _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
@@ -248,7 +272,7 @@ class TaskSpec(_Model):
             return value
 
         instruction = fill(self.instruction, ("instruction",))
-        files = {k: fill(v, ("start", "files", k)) for k, v in self.start.files.items()}
+        files = {fill(k, ("start", "files", k)): fill(v, ("start", "files", k)) for k, v in self.start.files.items()}
         milestones = []
         for i, m in enumerate(self.milestones):
             info = DETECTORS.get(m.detector)

@@ -12,12 +12,21 @@ Element ids are the ``[ref=…]`` ids of the observation (``e12``; ``f1e12`` aft
 an ``Action:`` line wins, then the last fenced code block, then the last call in the text. It never
 raises on bad input from the agent: :func:`parse_action` returns an :class:`ActionError` that the env
 turns into an error observation.
+
+Other envs speak a different set of calls through ``signatures=`` (name -> argument kinds, or a list of
+alternative kind tuples); kinds are ``"id"``, ``"str"`` and ``"int"``. The desktop env's language::
+
+    >>> desk = {"click": [("id",), ("int", "int")], "key": ("str",), "done": ("str",)}
+    >>> str(parse_action("Action: click(120, 48)", signatures=desk))
+    'click(120, 48)'
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 # name -> (argument kinds); "id" is an element id, "str" a string. done() takes an optional answer.
 SIGNATURES: dict[str, tuple[str, ...]] = {
@@ -40,19 +49,28 @@ _CALL = re.compile(r"\b(" + "|".join(SIGNATURES) + r")\s*\(")
 _ID = re.compile(r"^\[?(?:ref\s*=\s*)?[\"']?((?:f\d+)?e\d+)[\"']?\]?$")
 _FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)```", re.S)
 _ACTION_LINE = re.compile(r"^\s*(?:\*\*)?action(?:\*\*)?\s*:\s*(.+)$", re.I | re.M)
+_INT = re.compile(r"^[+-]?\d+$")
+
+Signatures = Mapping[str, "tuple[str, ...] | list[tuple[str, ...]]"]
+_KIND_WORDS = {"id": "element id", "str": "text", "int": "integer"}
 
 
 @dataclass(frozen=True)
 class Action:
     name: str
     args: tuple[str, ...] = ()
+    #: the argument kinds this action was parsed with (None: the browser's SIGNATURES)
+    kinds: tuple[str, ...] | None = field(default=None, compare=False)
+
+    def _kinds(self) -> tuple[str, ...]:
+        return self.kinds if self.kinds is not None else SIGNATURES[self.name]
 
     @property
     def target(self) -> str | None:
-        return self.args[0] if self.args and SIGNATURES[self.name][:1] == ("id",) else None
+        return self.args[0] if self.args and self._kinds()[:1] == ("id",) else None
 
     def __str__(self) -> str:
-        parts = [a if k == "id" else _quote(a) for a, k in zip(self.args, SIGNATURES[self.name], strict=False)]
+        parts = [a if k in ("id", "int") else _quote(a) for a, k in zip(self.args, self._kinds(), strict=False)]
         return f"{self.name}({', '.join(parts)})"
 
 
@@ -70,15 +88,39 @@ def _quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def parse_action(text: str) -> Action | ActionError:
-    """Parse one action out of `text` (raw LLM output is fine). Never raises."""
+@functools.cache
+def _language(items: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]) -> tuple[re.Pattern, str]:
+    """The call regex and the help text of a custom signature set."""
+    call = re.compile(r"\b(" + "|".join(re.escape(n) for n, _ in items) + r")\s*\(")
+    forms = []
+    for name, alts in items:
+        forms.append(" or ".join(f"{name}({', '.join(_KIND_HELP[k] for k in kinds)})" for kinds in alts))
+    return call, ", ".join(forms)
+
+
+_KIND_HELP = {"id": "id", "str": '"text"', "int": "n"}
+
+
+def _normalise(signatures: Signatures) -> tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]:
+    return tuple((n, tuple(k) if isinstance(k, list) else (k,)) for n, k in signatures.items())
+
+
+def parse_action(text: str, signatures: Signatures | None = None) -> Action | ActionError:
+    """Parse one action out of `text` (raw LLM output is fine). Never raises.
+
+    `signatures` (name -> argument kinds, or a list of alternatives) replaces the browser's language."""
+    if signatures is None:
+        sigs, call, help_ = {n: (k,) for n, k in SIGNATURES.items()}, _CALL, _HELP
+    else:
+        items = _normalise(signatures)
+        sigs, (call, help_) = dict(items), _language(items)
     if not isinstance(text, str):
         return ActionError(f"the action must be a string, got {type(text).__name__}")
     if not text.strip():
-        return ActionError(f"empty action; write one of: {_HELP}")
+        return ActionError(f"empty action; write one of: {help_}")
     first_error: ActionError | None = None
     for source in _candidates(text):
-        parsed = [_parse_call(m.group(1), source, m.end()) for m in _CALL.finditer(source)]
+        parsed = [_parse_call(m.group(1), source, m.end(), sigs[m.group(1)]) for m in call.finditer(source)]
         calls = [p for p in parsed if isinstance(p, Action)]
         if calls:
             return calls[-1]
@@ -88,7 +130,7 @@ def parse_action(text: str) -> Action | ActionError:
         return first_error
     snippet = text.strip().replace("\n", " ")
     snippet = snippet[:80] + ("…" if len(snippet) > 80 else "")
-    return ActionError(f"no action found in {snippet!r}; write one of: {_HELP}")
+    return ActionError(f"no action found in {snippet!r}; write one of: {help_}")
 
 
 def _candidates(text: str) -> list[str]:
@@ -99,20 +141,39 @@ def _candidates(text: str) -> list[str]:
     return out
 
 
-def _parse_call(name: str, source: str, pos: int) -> Action | ActionError:
+def _parse_call(name: str, source: str, pos: int, alternatives: tuple[tuple[str, ...], ...]) -> Action | ActionError:
     """Parse the argument list that starts at source[pos] (just after the '(')."""
     raw_args, end = _split_args(source, pos)
     if end < 0:
         return ActionError(f"{name}(…: missing closing parenthesis")
-    kinds = SIGNATURES[name]
-    if name in OPTIONAL_LAST and len(raw_args) == len(kinds) - 1:
-        raw_args = [*raw_args, '""']
-    if len(raw_args) != len(kinds):
-        want = ", ".join("element id" if k == "id" else "text" for k in kinds) or "no arguments"
+    result: Action | ActionError | None = None
+    for kinds in alternatives:
+        given = raw_args
+        if name in OPTIONAL_LAST and len(given) == len(kinds) - 1:
+            given = [*given, '""']
+        if len(given) != len(kinds):
+            continue
+        result = _parse_args(name, given, kinds)
+        if isinstance(result, Action):
+            return Action(name, result.args, kinds)
+    if result is not None:
+        return result
+    if len(alternatives) == 1:
+        kinds = alternatives[0]
+        want = ", ".join(_KIND_WORDS[k] for k in kinds) or "no arguments"
         return ActionError(f"{name}() takes {len(kinds)} argument(s) ({want}), got {len(raw_args)}")
+    forms = " or ".join(f"({', '.join(_KIND_WORDS[k] for k in kinds)})" for kinds in alternatives)
+    return ActionError(f"{name}() takes {forms}, got {len(raw_args)} argument(s)")
+
+
+def _parse_args(name: str, raw_args: list[str], kinds: tuple[str, ...]) -> Action | ActionError:
     args: list[str] = []
     for raw, kind in zip(raw_args, kinds, strict=True):
-        if kind == "id":
+        if kind == "int":
+            if not _INT.match(raw.strip()):
+                return ActionError(f"{name}(): {raw.strip()!r} is not an integer")
+            args.append(str(int(raw.strip())))
+        elif kind == "id":
             m = _ID.match(raw.strip())
             if not m:
                 return ActionError(f"{name}(): {raw.strip()!r} is not an element id (ids look like e12)")

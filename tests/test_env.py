@@ -149,7 +149,9 @@ def test_same_seed_same_trajectory(make_env) -> None:
         port = env.sandbox.origin
         out = []
         for s in steps:
-            d = s.model_dump(mode="json", exclude={"latency_ms", "timings"})
+            d = s.model_dump(mode="json", exclude={"latency_ms": True, "timings": True,
+                                                   "audit": {"latency_ms": True, "layers": {"__all__": {"latency_ms"}}}})
+            assert d["audit"]["decided_by"] == "rules" and d["audit"]["value"] == d["reward"]
             out.append(json.loads(json.dumps(d).replace(port, "ORIGIN")))
         return out
 
