@@ -2,7 +2,9 @@
 CSV/JSON downloads that are recorded in the episode state.
 
 Pages (under ``/reports``): ``/`` (list, ``?q=`` filters by title), ``/<slug>``, ``/<slug>.csv``,
-``/<slug>.json``, and the look-alike decoys ``/archive``, ``/archive/<slug>`` (+ ``.csv``/``.json``).
+``/<slug>.json``, the look-alike decoys ``/archive``, ``/archive/<slug>`` (+ ``.csv``/``.json``), and the
+transaction ledger ``/transactions`` (filters, sort, pagination), ``/transactions/<id>``, ``/transactions.csv``
+(see :mod:`.transactions`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import transactions as tx
 from .base import (
     App,
     Html,
@@ -145,9 +148,14 @@ class ReportsState:
     reports: list[Report]
     archived: list[Report]
     target: str
+    ledger: list[tx.Transaction] = field(default_factory=list)
+    ledger_facts: dict[str, str] = field(default_factory=dict)
     downloads: list[str] = field(default_factory=list)
     views: list[str] = field(default_factory=list)
     searches: list[str] = field(default_factory=list)
+    tx_views: list[str] = field(default_factory=list)
+    tx_queries: list[dict[str, str]] = field(default_factory=list)
+    tx_exports: list[dict[str, str]] = field(default_factory=list)
 
 
 def slugify(text: str) -> str:
@@ -292,7 +300,13 @@ class ReportsApp(App):
             archived.append(_make_report(rng, base.kind, f"{base.title} ({year})", archived_year=year))
         archived.sort(key=lambda r: r.title)
         target = rng.choice(reports).slug
-        return ReportsState(seed=seed, reports=reports, archived=archived, target=target)
+        # the ledger has its own generator, so the reports and their facts stay what they were before it
+        ledger_rng = random.Random(f"agentrl-reports-ledger-{seed}")
+        ledger = tx.make_ledger(ledger_rng)
+        return ReportsState(
+            seed=seed, reports=reports, archived=archived, target=target, ledger=ledger,
+            ledger_facts=tx.ledger_facts(ledger_rng, ledger),
+        )
 
     def facts(self, state: ReportsState) -> dict[str, str]:
         report = next(r for r in state.reports if r.slug == state.target)
@@ -311,6 +325,7 @@ class ReportsApp(App):
             "top_item": top_label,
             "top_value": f"{top_value:,}",
             "report_count": str(len(state.reports)),
+            **state.ledger_facts,
         }
 
     def public_state(self, state: ReportsState) -> dict[str, Any]:
@@ -322,6 +337,9 @@ class ReportsApp(App):
             "download_counts": counts,
             "views": list(state.views),
             "searches": list(state.searches),
+            "tx_views": list(state.tx_views),
+            "tx_queries": [dict(q) for q in state.tx_queries],
+            "tx_exports": [dict(q) for q in state.tx_exports],
         }
 
     # -- routing ------------------------------------------------------------------------------------
@@ -333,6 +351,8 @@ class ReportsApp(App):
             return self._list(req, state, state.reports, archive=False)
         if path == "/archive":
             return self._list(req, state, state.archived, archive=True)
+        if path == "/transactions" or path.startswith("/transactions/") or path == "/transactions.csv":
+            return self._ledger(req, state, path)
         collection, rest = (
             (state.archived, path[len("/archive/") :])
             if path.startswith("/archive/")
@@ -354,7 +374,31 @@ class ReportsApp(App):
         return _attachment(_json_bytes(report), "application/json", filename)
 
     def _nav(self, req: Request) -> list[tuple[str, str]]:
-        return [("All reports", req.url("/")), ("Archived reports", req.url("/archive"))]
+        return [
+            ("All reports", req.url("/")),
+            ("Archived reports", req.url("/archive")),
+            ("Transactions", req.url("/transactions")),
+        ]
+
+    def _ledger(self, req: Request, state: ReportsState, path: str) -> Response:
+        base = req.url("/transactions")
+        query = tx.Query.parse(req.query)
+        if path == "/transactions.csv":
+            if req.method == "GET":
+                state.tx_exports.append(query.record())
+            return _attachment(tx.ledger_csv(query.apply(state.ledger)), "text/csv; charset=utf-8", "transactions.csv")
+        if path == "/transactions":
+            if req.method == "GET" and (query.filtered or query.sort != "newest"):
+                state.tx_queries.append(query.record())
+            body = tx.ledger_page(base, state.ledger, query)
+            return html_response(page("Transactions", body, app_title=self.title, nav=self._nav(req)))
+        found = next((t for t in state.ledger if t.id == path[len("/transactions/") :]), None)
+        if found is None:
+            return not_found(self.title)
+        if req.method == "GET":
+            state.tx_views.append(found.id)
+        body = tx.detail_page(base, found)
+        return html_response(page(f"Transaction {found.id}", body, app_title=self.title, nav=self._nav(req)))
 
     def _list(self, req: Request, state: ReportsState, reports: list[Report], archive: bool) -> Response:
         q = req.query.get("q", "").strip()
