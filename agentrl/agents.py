@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from agentrl.envs.actions import SCROLL_DIRECTIONS
@@ -28,6 +29,41 @@ class Agent(Protocol):
 
 
 AGENTS: Registry[type] = Registry("agent")
+# Prefixed agent names (`hf:PATH_OR_ID`, `openai:MODEL`, `ckpt:RUN_DIR`, `py:MODULE:CLASS`): prefix ->
+# factory(arg, seed=, **options). The LLM ones are registered by `agentrl.llm_agents`, imported only when a
+# prefixed name is asked for.
+AGENT_PREFIXES: Registry[Callable[..., Any]] = Registry("agent prefix")
+
+
+def make_agent(name: str, seed: int = 0, **options: Any) -> Agent:
+    """An agent by name: a registered one (`scripted`, `random`) or `PREFIX:ARG` (`hf:`, `openai:`, `ckpt:`,
+    `py:MODULE:CLASS`).
+
+    `options` (None values are ignored) go to prefixed agents, e.g. ``temperature=0.7`` or ``base_url=...``.
+
+    >>> make_agent("random", seed=3).name
+    'random'
+    """
+    given = {k: v for k, v in options.items() if v is not None}
+    prefix, colon, arg = name.partition(":")
+    if colon:
+        import agentrl.llm_agents  # noqa: F401  (registers the prefixes)
+
+        return AGENT_PREFIXES.get(prefix)(arg, seed=seed, **given)
+    if given:
+        raise ValueError(f"agent {name!r} takes no options, got {sorted(given)}")
+    return AGENTS.get(name)(seed=seed)
+
+
+@AGENT_PREFIXES.register("py")
+def _python_agent(target: str, *, seed: int = 0, **options: Any) -> Agent:
+    """`py:MODULE:CLASS`: your own agent class, imported by name (so worker processes can build it too)."""
+    import importlib
+
+    module, _, attr = target.rpartition(":")
+    if not module:
+        raise ValueError(f"py: agent must be 'py:MODULE:CLASS', got 'py:{target}'")
+    return getattr(importlib.import_module(module), attr)(seed=seed, **options)
 
 
 class OracleStepError(RuntimeError):
@@ -125,3 +161,6 @@ class RandomAgent:
                     choices.append(f"select({e.ref}, {_quote(self.rng.choice(opts))})")
         choices += ['press("Enter")', f'scroll("{self.rng.choice(SCROLL_DIRECTIONS)}")', "back()", 'done("")']
         return self.rng.choice(choices)
+
+
+from agentrl import miniwob_agent  # noqa: E402,F401  (registers the miniwob-heuristic agent)

@@ -94,6 +94,53 @@ def tasks_list(suite: str = typer.Argument("core", help="Suite folder or bundled
     console.print(t)
 
 
+@tasks_app.command("coverage")
+def tasks_coverage(
+    suite: str = typer.Argument(..., help="Suite folder or bundled suite name (e.g. tasks/web)."),
+    seeds: int = typer.Option(5, help="Scripted-agent seeds per task: the first N seeds of the split."),
+    random_seeds: int = typer.Option(2, help="Random-agent episodes per task (success per category)."),
+    split: str = typer.Option(None, help="Which split's tasks and seeds (default: test, else the first split)."),
+    out: Path = typer.Option(Path("docs/coverage.md"), help="Markdown file to write."),
+    task: list[str] = typer.Option(None, help="Only these task ids (repeatable)."),
+) -> None:
+    """Milestone coverage table: scripted-agent success and milestone order per task x seed, random per category."""
+    import tempfile
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from agentrl.coverage import measure, to_markdown
+    from agentrl.suite import load_suite_spec
+
+    try:
+        spec = load_suite_spec(resolve_suite(suite))
+    except TaskFileError as e:
+        err.print(str(e), markup=False)
+        raise typer.Exit(1) from None
+    name = split or ("test" if "test" in spec.splits else next(iter(spec.splits)))
+    try:
+        tasks, seed_list = spec.split(name, seeds)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      disable=not sys.stderr.isatty()) as bar, tempfile.TemporaryDirectory() as episodes:
+            job = bar.add_task("coverage", total=len(task or tasks) * (len(seed_list) + random_seeds))
+            cov = measure(spec, seed_list, random_seeds, split=name, only=task or None, root_dir=Path(episodes),
+                          on_episode=lambda t, s, a: bar.update(job, advance=1, description=f"{t} seed {s} ({a})"))
+    except KeyError as e:
+        raise fail(str(e.args[0])) from None
+    command = f"agentrl tasks coverage {suite} --seeds {seeds} --random-seeds {random_seeds}" + "".join(
+        f" --task {t}" for t in task or [])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(to_markdown(cov, command))
+    for t in cov.failing:
+        err.print(f"{t.task_id}: scripted {t.successes}/{len(t.seeds)}; missed {list(t.missed)}; "
+                  f"{'; '.join(e[:300] for e in t.errors)}",
+                  markup=False, highlight=False)
+    ok = sum(t.successes for t in cov.tasks)
+    n = sum(len(t.seeds) for t in cov.tasks)
+    console.print(f"scripted success {ok}/{n} on {len(cov.tasks)} tasks, {len(cov.failing)} with problems -> {out}")
+    if cov.failing:
+        raise typer.Exit(1)
+
+
 @app.command()
 def run(
     task: str = typer.Argument(..., help="Task file or bundled task id."),
@@ -135,35 +182,6 @@ def run(
 
 
 @app.command()
-def evaluate(
-    suite: str = typer.Option("core", help="Suite folder or bundled suite name."),
-    agent: str = typer.Option("scripted", help="scripted | random"),
-    seeds: int = typer.Option(3, help="Seeds 0..N-1 per task."),
-    out: Path = typer.Option(Path("runs/eval"), help="Run directory."),
-    task: list[str] = typer.Option(None, help="Only these task ids (repeatable)."),
-) -> None:
-    """Evaluate an agent on a suite: prints a table, writes OUT/results.jsonl and OUT/summary.json."""
-    from agentrl.evaluate import evaluate as run_eval
-    from agentrl.evaluate import load_tasks
-
-    try:
-        tasks = load_tasks(resolve_suite(suite), task or None)
-    except TaskFileError as e:
-        err.print(str(e), markup=False)
-        raise typer.Exit(1) from None
-    summary = run_eval(tasks, agent, list(range(seeds)), out)
-    t = Table("task", "success", "mean return", "mean steps", "milestone hit rates", title=f"{agent} on {suite}")
-    for tid, s in summary["per_task"].items():
-        hits = "  ".join(f"{k} {v:.0%}" for k, v in s["milestone_hit_rate"].items())
-        t.add_row(tid, f"{s['success_rate']:.0%}", f"{s['mean_return']:.2f}", f"{s['mean_steps']:.1f}", hits)
-    console.print(t)
-    console.print(
-        f"[bold]success_rate={summary['success_rate']:.1%}[/bold] mean_return={summary['mean_return']:.3f} "
-        f"episodes={summary['episodes']} errors={summary['errors']} -> {out / 'summary.json'}"
-    )
-
-
-@app.command()
 def train(
     config: Path = typer.Argument(None, help="Training config YAML (e.g. configs/tiny-click-button.yaml)."),
     resume: Path = typer.Option(None, help="Continue this run dir from its last checkpoint (config from it)."),
@@ -195,6 +213,18 @@ def sandbox(port: int = typer.Option(8000, help="Port on 127.0.0.1 (0 = any free
 
     sys.exit(main(["--port", str(port)]))
 
+
+from agentrl import cli_eval  # noqa: E402  (its commands use console/resolve_suite defined above)
+
+app.command("evaluate")(cli_eval.evaluate)
+app.command("compare")(cli_eval.compare)
+app.command("replay")(cli_eval.replay)
+
+from agentrl import cli_rewards  # noqa: E402  (reward layers: R_phi, labelling, the judge server)
+
+app.add_typer(cli_rewards.rm_app, name="rm")
+app.add_typer(cli_rewards.judge_app, name="judge")
+app.command("label")(cli_rewards.label)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,172 @@
+"""The MiniWoB++ suite: the sandbox serves Farama's pages seeded per episode, success is MiniWoB's own reward
+(checked against the page for every episode, for a solving and a random agent), and the env's
+``isolation="storage"`` mode leaves no client state from one episode to the next."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from agentrl.envs.axtree import parse_snapshot
+from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+from agentrl.sandbox.apps.base import Request
+from agentrl.sandbox.apps.miniwob import MiniWoBApp
+from agentrl.suites import SUITES_DIR
+
+from agentrl.agents import RandomAgent, ScriptedAgent
+from agentrl.evaluate import run_episode
+from agentrl.miniwob_agent import MiniWoBHeuristicAgent, page_reward, utterance
+from agentrl.suite import load_suite_spec
+from agentrl.taskspec import load_suite
+from agentrl.types import BlockedRequestEvent
+
+SUITE = SUITES_DIR / "miniwob"
+
+
+def task(name: str) -> Path:
+    return SUITE / f"miniwob.{name}.yaml"
+
+
+@pytest.fixture
+def env_for(tmp_path: Path):
+    made: list[BrowserEnv] = []
+
+    def make(name: str, isolation: str = "storage") -> BrowserEnv:
+        env = BrowserEnv(task(name), BrowserEnvConfig(root_dir=tmp_path, isolation=isolation, record=False))
+        made.append(env)
+        return env
+
+    yield make
+    for e in made:
+        e.close()
+
+
+def test_suite_has_twenty_tasks_scored_by_miniwobs_reward() -> None:
+    tasks = load_suite(SUITE)
+    assert len(tasks) >= 20
+    for t in tasks:
+        assert t.start.app == "miniwob" and t.start.path == f"/miniwob/miniwob/{t.id.removeprefix('miniwob.')}.html"
+        assert [(m.detector, m.params) for m in t.milestones] == [("js_true", {"expr": "WOB_DONE_GLOBAL && WOB_RAW_REWARD_GLOBAL > 0"})]
+    names = {p.stem for p in (MiniWoBApp().root / "miniwob").glob("*.html")}
+    assert {t.id.removeprefix("miniwob.") for t in tasks} <= names
+    assert load_suite_spec(SUITE).split("test")[1] == list(range(100000, 100010))
+
+
+@pytest.mark.parametrize(
+    "name", ["click-checkboxes", "login-user", "read-table", "click-tab"]
+)
+def test_heuristic_agent_solves_and_success_is_miniwobs_reward(env_for, name: str) -> None:
+    env = env_for(name)
+    r = run_episode(env, MiniWoBHeuristicAgent(), seed=3)
+    done, raw = page_reward(env)
+    assert r.error is None and r.success, (r.actions, r.milestones)
+    assert done and raw > 0  # MiniWoB itself says the episode was won
+    assert r.milestones == ["miniwob_reward"]
+
+
+def test_random_agent_failures_agree_with_miniwobs_reward(env_for) -> None:
+    outcomes = []
+    for name in ("enter-text", "click-option", "click-test-2"):
+        env = env_for(name, isolation="context")
+        for seed in (0, 1):
+            r = run_episode(env, RandomAgent(seed=seed), seed)
+            _, raw = page_reward(env)
+            assert r.success == (raw > 0), f"{name} seed {seed}: ours {r.success}, MiniWoB raw reward {raw}"
+            outcomes.append(r.success)
+    assert not all(outcomes), "a random agent won every episode: the check saw no failure"
+
+
+def test_static_oracles_solve_with_the_scripted_agent(env_for) -> None:
+    static = [t for t in load_suite(SUITE) if "reference:miniwob-heuristic" not in t.tags]
+    assert len(static) >= 3
+    for t in static:
+        env = env_for(t.id.removeprefix("miniwob."))
+        r = run_episode(env, ScriptedAgent(), seed=1)
+        assert r.success and page_reward(env)[1] > 0, (t.id, r.actions, r.error)
+
+
+def test_episodes_are_seeded_and_stay_on_the_sandbox(env_for) -> None:
+    env = env_for("enter-text")
+    goals = []
+    for seed in (4, 5, 4):
+        obs, info = env.reset(seed=seed)
+        goals.append(utterance(parse_snapshot(obs["axtree"])))
+        assert not any(isinstance(e, BlockedRequestEvent) for e in info["events"])
+        assert "Time left" not in obs["axtree"]  # the reward HUD is hidden
+    assert goals[0] == goals[2] != goals[1], goals
+    assert goals[0] and goals[0].startswith('Enter "')
+    state = env.sandbox.episode_state(env.episode_id)["miniwob"]
+    assert state == {"seed": 4, "pages": ["enter-text"]}
+
+
+def test_quoted_snapshot_lines_keep_their_ids() -> None:
+    # Playwright single-quotes a node whose text needs YAML quoting ("#", ": "); MiniWoB has many
+    ax = parse_snapshot(
+        "- 'heading \"Click on Tab #2.\" [level=1] [ref=e3]'\n- 'tab \"it''s #2\" [ref=e5]':\n  - /url: \"#x\""
+    )
+    assert [(e.ref, e.role, e.name) for e in ax.elements] == [("e3", "heading", "Click on Tab #2."), ("e5", "tab", "it's #2")]
+    assert utterance(ax) == "Click on Tab #2."
+
+
+def test_app_serves_only_its_package_files() -> None:
+    app = MiniWoBApp()
+    state = app.new_state(9)
+    page = app.handle(Request("GET", "/miniwob/click-test.html", "/miniwob"), state)
+    assert page.status == 200 and b"Math.seedrandom(9)" in page.body and b"core.startEpisodeReal()" in page.body
+    assert app.handle(Request("GET", "/core/core.js", "/miniwob"), state).content_type.startswith("text/javascript")
+    for bad in ("/../__init__.py", "/../../../../etc/passwd", "/miniwob/nope.html"):
+        assert app.handle(Request("GET", bad, "/miniwob"), state).status == 404, bad
+    assert app.handle(Request("POST", "/miniwob/click-test.html", "/miniwob"), state).status == 405
+
+
+WRITE_EVERYWHERE = """async () => {
+  document.cookie = 'leak=1; path=/';
+  localStorage.setItem('leak', '1');
+  sessionStorage.setItem('leak', '1');
+  window.name = 'leak';
+  await new Promise((ok, err) => {
+    const r = indexedDB.open('leakdb', 1);
+    r.onupgradeneeded = () => r.result.createObjectStore('s');
+    r.onsuccess = () => { const tx = r.result.transaction('s', 'readwrite'); tx.objectStore('s').put('1', 'k');
+                          tx.oncomplete = () => { r.result.close(); ok(); }; };
+    r.onerror = err;
+  });
+  await (await caches.open('leakcache')).put('/leak', new Response('1'));
+  history.pushState({}, '', '?leak=1');
+  return true;
+}"""
+READ_EVERYTHING = """async () => ({
+  cookie: document.cookie, local: localStorage.length, session: sessionStorage.length, name: window.name,
+  idb: (await indexedDB.databases()).map(d => d.name), caches: await caches.keys(), history: history.length,
+})"""
+
+
+@pytest.mark.parametrize("isolation", ["storage", "context"])
+def test_next_episode_sees_no_client_state_of_the_previous_one(env_for, isolation: str) -> None:
+    env = env_for("click-test", isolation=isolation)
+    env.reset(seed=1)
+    first = env._env._ep
+    page, context, run = first.page, first.context, env._host.run
+    assert run(page.evaluate(WRITE_EVERYWHERE))
+    before = run(page.evaluate(READ_EVERYTHING))
+    assert before["local"] == before["session"] == 1 and before["name"] == "leak" and before["idb"] == ["leakdb"]
+    assert before["caches"] == ["leakcache"] and "leak=1" in before["cookie"]
+    old_id = env.episode_id
+
+    env.reset(seed=2)
+    ep = env._env._ep
+    assert (ep.context is context) == (isolation == "storage")  # storage mode really reused the context
+    after = run(ep.page.evaluate(READ_EVERYTHING))
+    assert after == {"cookie": "", "local": 0, "session": 0, "name": "", "idb": [], "caches": [],
+                     "history": after["history"]}, after
+    assert after["history"] <= 3  # at most about:blank, the blank sandbox page and this one
+    cookies = run(ep.context.cookies())
+    assert [c["value"] for c in cookies] in ([], [env.episode_id]), cookies  # only this episode's sandbox cookie
+    # server-side state is per episode as always: the old episode is closed, the new one is fresh
+    assert old_id not in env.sandbox.episode_ids() and env.sandbox.episode_state(env.episode_id)["miniwob"]["seed"] == 2
+    obs, *_ = env.step("back()")
+    assert "leak" not in obs["url"]
+    # a second tab (the env adopts it as the agent's page) does not survive into the next episode either
+    run(ep.context.new_page())
+    env.reset(seed=3)
+    assert len(env._env._ep.context.pages) == 1
