@@ -2,11 +2,12 @@
 and calibration on the others.
 
     .venv/bin/python benchmarks/rm_heldout.py --suite tasks/web --seeds 1 --random-episodes 1 --out runs/rm-web \\
-        --runs runs/rm-heldout --train '*' --exclude-heldout tasks/web --exclude 'accounts-*' \\
-        --test 'accounts-*' --test heldout:tasks/web
+        --runs runs/rm-heldout --train '*' --exclude 'accounts-*,reports-*' --exclude-heldout tasks/web \\
+        --test 'accounts-*' --test 'accounts-*,reports-*' --test heldout:tasks/web
 
-trains on every task of tasks/web that is not tagged `heldout`, plus the `reports-*` tasks of tasks/core (from the
-earlier run dir runs/rm-heldout), and evaluates on tasks/core's `accounts-*` and on tasks/web's heldout tasks.
+trains on every task of tasks/web that is not tagged `heldout` (no tasks/core task), and evaluates on tasks/core's
+`accounts-*`, on all of tasks/core (pairs from the earlier run dir runs/rm-heldout) and on tasks/web's heldout
+tasks. The defaults (--suite tasks/core --train 'reports-*' --test 'accounts-*') are the first experiment.
 The same as the CLI sequence
     agentrl rm collect --suite tasks/web --seeds 1 --random-episodes 1 --out runs/rm-web
     agentrl rm prefs runs/rm-web runs/rm-heldout --store runs/rm-web/prefs.sqlite
