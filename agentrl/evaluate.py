@@ -95,6 +95,17 @@ class EpisodeResult:
         )
 
 
+def _config_value(v: Any) -> Any:
+    """An env-config value for run.json: paths as text, the reward router's config as its mapping."""
+    if isinstance(v, Path):
+        return str(v)
+    if hasattr(v, "model_dump"):
+        return v.model_dump(mode="json")
+    if hasattr(v, "config") and hasattr(v.config, "model_dump"):  # a built RewardRouter
+        return v.config.model_dump(mode="json")
+    return v
+
+
 def _jsonable(x: Any) -> Any:
     """A reward audit as plain JSON (the router gives a pydantic record; a dict passes through)."""
     if hasattr(x, "model_dump"):
@@ -300,7 +311,7 @@ def evaluate(
         "agent": agent, "agent_options": options, **(meta or {}), "seeds": list(seeds),
         "task_files": {t.id: str(t.path) for t in tasks}, "workers": workers, "git_commit": git_commit(),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "env_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "env_config": {k: _config_value(v) for k, v in asdict(cfg).items()},
     }
     (out_dir / "run.json").write_text(json.dumps(run_meta, indent=2))
     results: list[EpisodeResult] = []

@@ -176,7 +176,9 @@ def test_results_written_as_episodes_finish(two_runs: tuple[Path, Path]) -> None
     assert r["task"] == "reports-search" and r["tier"] == 2 and r["success"] and r["steps"] == 3
     assert [m["id"] for m in r["milestone_steps"]] == r["milestones"] == ["query_typed", "searched", "report_page"]
     assert [m["step"] for m in r["milestone_steps"]] == [1, 2, 3] and len(r["rewards"]) == 3
-    assert r["audit"] is None  # no reward router in this env: nothing invented
+    # the default router (rules only) audits every step: the rules decided, and the audit's value is the reward
+    assert [a["decided_by"] for a in r["audit"]] == ["rules"] * 3
+    assert [a["value"] for a in r["audit"]] == r["rewards"]
     assert r["timings"]["reset_ms"] > 0 and r["timings"]["step_ms_median"] > 0 and r["timings"]["total_s"] > 0
     ep_dir = out / r["episode_dir"]
     assert not Path(r["episode_dir"]).is_absolute() and (ep_dir / "trajectory.jsonl").exists()
