@@ -144,7 +144,7 @@ def tasks_coverage(
 @app.command()
 def run(
     task: str = typer.Argument(..., help="Task file or bundled task id."),
-    agent: str = typer.Option("scripted", help="scripted | random"),
+    agent: str = typer.Option("scripted", help="scripted | random | miniwob-heuristic | hf:PATH | openai:MODEL | ckpt:RUN_DIR | py:MODULE:CLASS"),
     seed: int = typer.Option(0),
     screenshot: bool = typer.Option(False, help="Record a screenshot per step."),
     out: Path | None = typer.Option(None, help="Where the episode directory goes (default: a temp dir)."),
