@@ -6,7 +6,7 @@ milestone of the task that fired, with the evidence that made it fire.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -165,6 +165,10 @@ class RewardAudit(Record):
     decided_by: str  # a layer name, or "blend"
     latency_ms: float
     note: str = ""
+
+    def untimed(self) -> dict[str, Any]:
+        """The audit as JSON without its latencies: what the same seed and actions reproduce (env infos)."""
+        return self.model_dump(mode="json", exclude={"latency_ms": True, "layers": {"__all__": {"latency_ms"}}})
 
 
 # ---------------------------------------------------------------- trajectories

@@ -157,8 +157,7 @@ class AsyncBrowserEnv:
         self.spec = task if isinstance(task, TaskSpec) else load_task(task)
         self.config = config or BrowserEnvConfig()
         self.sandbox = sandbox or default_sandbox()
-        r = self.config.router
-        self.router = r if isinstance(r, RewardRouter) else RewardRouter.from_config(r)
+        self.router = RewardRouter.of(self.config.router)
         self.origin = self.sandbox.origin.rstrip("/")
         self._host = host
         self._ep: _Episode | None = None
@@ -458,7 +457,7 @@ class AsyncBrowserEnv:
         info = self._info(ep, fired, step_events, error=error)
         info["truncation_reason"] = record.truncation_reason
         # the audit without its timings (infos are reproducible); the trajectory keeps the whole record
-        info["audit"] = audit.model_dump(mode="json", exclude={"latency_ms": True, "layers": {"__all__": {"latency_ms"}}})
+        info["audit"] = audit.untimed()
         return obs, reward, terminated, truncated, info
 
     def _dead(self, ep: _Episode, action_text: str, action: Any, reason: str, t0: float):

@@ -150,8 +150,7 @@ class DesktopEnv(gym.Env[dict, str]):
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = AnyText(max_length=10_000)
         self._last_obs: dict[str, Any] | None = None
-        r = self.config.router
-        self.router = r if isinstance(r, RewardRouter) else RewardRouter.from_config(r)
+        self.router = RewardRouter.of(self.config.router)
 
     # ------------------------------------------------------------------ properties shared with BrowserEnv
     @property
@@ -279,7 +278,7 @@ class DesktopEnv(gym.Env[dict, str]):
             self._finish(ep, record.truncation_reason, terminated=terminated)
         info = self._info(ep, fired, step_events, error=error)
         info["truncation_reason"] = record.truncation_reason
-        info["audit"] = audit.model_dump(mode="json", exclude={"latency_ms": True, "layers": {"__all__": {"latency_ms"}}})
+        info["audit"] = audit.untimed()
         self._last_obs = obs
         return obs, reward, terminated, truncated, info
 

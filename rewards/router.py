@@ -239,6 +239,11 @@ class RewardRouter:
         self._learned = [n for n in (RM, JUDGE) if n in self.sources]
 
     @classmethod
+    def of(cls, router: RewardRouter | RouterConfig | None) -> RewardRouter:
+        """A ready router as is; a config (or None: rules only) built with `from_config`."""
+        return router if isinstance(router, RewardRouter) else cls.from_config(router)
+
+    @classmethod
     def from_config(cls, config: RouterConfig | None = None, **sources: RewardSource) -> RewardRouter:
         """Builds the layers the config names (loads R_phi, makes the judge client); `sources` overrides
         any of them by name (`rules`, `reward_model`, `judge`)."""
