@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
 from agentrl.suites import SUITES_DIR
+from conftest import assert_oracle_solves, play_near_miss
 
-from agentrl.agents import RandomAgent, ScriptedAgent
+from agentrl.agents import RandomAgent
 from agentrl.evaluate import run_episode
 from agentrl.taskspec import load_suite
 
@@ -28,18 +29,7 @@ def envs(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.mark.parametrize("task", CORE, ids=lambda t: t.id)
 def test_oracle_solves_and_fires_every_milestone_in_order(envs, task) -> None:
-    orders = []
-    for seed in SEEDS:
-        r = run_episode(envs[task.id], ScriptedAgent(), seed)
-        assert r.error is None, r.error
-        assert r.success, f"{task.id} seed {seed}: oracle failed, milestones {r.milestones}"
-        assert set(r.milestones) == {m.id for m in task.milestones}, f"seed {seed}: {r.milestones}"
-        pos = {m: i for i, m in enumerate(r.milestones)}
-        for m in task.milestones:
-            assert all(pos[a] < pos[m.id] for a in m.after), f"{m.id} fired before one of {m.after}"
-        assert r.return_ == pytest.approx(sum(m.effective_weight() for m in task.milestones))
-        orders.append(r.milestones)
-    assert all(o == orders[0] for o in orders), f"milestone order differs across seeds: {orders}"
+    assert_oracle_solves(envs[task.id], task, SEEDS)
 
 
 NEAR_MISSES = [(t, n) for t in CORE for n in t.near_misses]
@@ -47,15 +37,8 @@ NEAR_MISSES = [(t, n) for t in CORE for n in t.near_misses]
 
 @pytest.mark.parametrize("task, near", NEAR_MISSES, ids=[f"{t.id}:{n.name}" for t, n in NEAR_MISSES])
 def test_near_miss_does_not_earn_the_goal(envs, task, near) -> None:
-    env = envs[task.id]
     for seed in SEEDS[:2]:
-        obs, info = env.reset(seed=seed)
-        rendered = next(n for n in env.variant.near_misses if n.name == near.name)
-        agent = ScriptedAgent(rendered.steps)
-        agent.reset(obs, info, env.variant)
-        terminated = truncated = False
-        while not (terminated or truncated):
-            obs, _, terminated, truncated, info = env.step(agent.act(obs))
+        info = play_near_miss(envs[task.id], near, seed)
         assert not info["success"], f"near-miss {near.name!r} reached the goal (seed {seed}): {info['completed']}"
         assert not set(near.must_not) & set(info["completed"]), f"near-miss {near.name!r} fired {near.must_not}"
 

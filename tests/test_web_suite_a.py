@@ -20,10 +20,11 @@ from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
 from agentrl.sandbox.apps.filegen import pdf_bytes, png_chart
 from agentrl.sandbox.server import EPISODE_HEADER, SandboxServer
 from agentrl.suites import SUITES_DIR
+from conftest import assert_oracle_solves, play_near_miss
 from typer.testing import CliRunner
 
 from agentrl import cli
-from agentrl.agents import RandomAgent, ScriptedAgent
+from agentrl.agents import RandomAgent
 from agentrl.coverage import Coverage, TaskCoverage, measure, to_markdown
 from agentrl.evaluate import run_episode
 from agentrl.suite import load_suite_spec
@@ -69,18 +70,7 @@ def test_seeds_give_different_variants() -> None:
 
 @pytest.mark.parametrize("task", TASKS, ids=lambda t: t.id)
 def test_oracle_solves_and_fires_every_milestone_in_order(envs, task) -> None:
-    orders = []
-    for seed in SEEDS:
-        r = run_episode(envs[task.id], ScriptedAgent(), seed)
-        assert r.error is None, r.error
-        assert r.success, f"{task.id} seed {seed}: oracle failed, milestones {r.milestones}, actions {r.actions}"
-        assert set(r.milestones) == {m.id for m in task.milestones}, f"seed {seed}: {r.milestones}"
-        pos = {m: i for i, m in enumerate(r.milestones)}
-        for m in task.milestones:
-            assert all(pos[a] < pos[m.id] for a in m.after), f"{m.id} fired before one of {m.after}"
-        assert r.return_ == pytest.approx(sum(m.effective_weight() for m in task.milestones))
-        orders.append(r.milestones)
-    assert all(o == orders[0] for o in orders), f"milestone order differs across seeds: {orders}"
+    assert_oracle_solves(envs[task.id], task, SEEDS)
 
 
 NEAR_MISSES = [(t, n) for t in TASKS for n in t.near_misses]
@@ -88,15 +78,7 @@ NEAR_MISSES = [(t, n) for t in TASKS for n in t.near_misses]
 
 @pytest.mark.parametrize("task, near", NEAR_MISSES, ids=[f"{t.id}:{n.name}" for t, n in NEAR_MISSES])
 def test_near_miss_does_not_earn_the_goal(envs, task, near) -> None:
-    env = envs[task.id]
-    obs, info = env.reset(seed=SEEDS[0])
-    rendered = next(n for n in env.variant.near_misses if n.name == near.name)
-    agent = ScriptedAgent(rendered.steps)
-    agent.reset(obs, info, env.variant)
-    terminated = truncated = False
-    while not (terminated or truncated):
-        obs, _, terminated, truncated, info = env.step(agent.act(obs))
-        assert not info["action_error"], f"near-miss {near.name!r} is broken: {info['action_error']}"
+    info = play_near_miss(envs[task.id], near, SEEDS[0], strict=True)
     assert not info["success"], f"near-miss {near.name!r} reached the goal: {info['completed']}"
     assert not set(near.must_not) & set(info["completed"]), f"near-miss {near.name!r} fired {near.must_not}"
 
