@@ -71,6 +71,10 @@ class Start(_Model):
     #: desktop tasks: the apps started for the episode, one command line each (``notes todo.txt``; the first
     #: word names an app of agentrl.sandbox.desktop.APPS), in the episode's home directory
     launch: list[str] = []
+    #: browser tasks: the start page is the same for every episode and starts its episode in the page when
+    #: the env calls ``window.__agentrlStart(seed)`` (the ``miniwob`` app's pages), so the env loads it ahead,
+    #: in the context made ready for the next episode, and a reset only hands over the seed
+    preload: bool = False
 
     @field_validator("launch")
     @classmethod

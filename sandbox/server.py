@@ -10,6 +10,10 @@ Episode protocol
 * The env opens/closes episodes and inspects their server-side state through the admin API under
   ``/__agentrl/`` (header ``X-Agentrl-Admin: <admin_token>`` required), through the in-process methods of
   :class:`SandboxServer`, or from another process with :class:`SandboxClient`.
+* A request with ``X-Agentrl-Preload: 1`` and no episode header belongs to no episode: the env loads a
+  task's start page ahead of its episode (``start.preload``). The app answers from a throwaway state with
+  ``Request.preload`` set; an app that supports it serves a page that starts its episode when the env
+  calls ``window.__agentrlStart(seed)`` (the ``miniwob`` app does).
 
 Run by hand: ``python -m agentrl.sandbox.server --port 8000``.
 """
@@ -42,6 +46,7 @@ from .apps import App, Request, Response, default_apps
 from .apps.base import UploadedFile, html_response, join, message_page, not_found, page, redirect, render
 
 EPISODE_HEADER = "X-Agentrl-Episode"
+PRELOAD_HEADER = "X-Agentrl-Preload"
 ADMIN_HEADER = "X-Agentrl-Admin"
 ADMIN_PREFIX = "/__agentrl"
 BLANK_PATH = "/__blank"  # an empty page outside every app and episode
@@ -111,6 +116,7 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     server_version = "AgentrlSandbox/0.1"
+    protocol_version = "HTTP/1.1"  # keep-alive: a page's requests reuse connections (every response has a length)
     sys_version = ""
     timeout = 30
 
@@ -158,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(resp.status)
         self.send_header("Content-Type", resp.content_type)
         self.send_header("Content-Length", str(len(resp.body)))
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", "public, max-age=31536000, immutable" if resp.immutable else "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         for key, value in resp.headers:
             self.send_header(key, value)
@@ -299,9 +305,10 @@ class SandboxServer:
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
             return self._admin(method, path[len(ADMIN_PREFIX) :], headers, body)
         cookies = _cookies(headers.get("cookie", ""))
-        ep, set_cookie = self._resolve_episode(
-            headers.get(EPISODE_HEADER.lower(), "").strip(), cookies.get(EPISODE_COOKIE, "")
-        )
+        header_id = headers.get(EPISODE_HEADER.lower(), "").strip()
+        if not header_id and headers.get(PRELOAD_HEADER.lower()) == "1":
+            return self._route(method, parts, path, body, headers.get("content-type", ""), cookies, None)
+        ep, set_cookie = self._resolve_episode(header_id, cookies.get(EPISODE_COOKIE, ""))
         if isinstance(ep, str):
             return message_page(
                 403, "Episode not open", f"The episode “{ep}” is not open on this sandbox server."
@@ -336,8 +343,9 @@ class SandboxServer:
         body: bytes,
         raw_type: str,
         cookies: dict[str, str],
-        ep: _Episode,
+        ep: _Episode | None,
     ) -> Response:
+        """Dispatch to the app the path names; `ep` None: a preload request, answered from a throwaway state."""
         content_type = raw_type.split(";")[0].strip().lower()
         if method == "DELETE":
             return message_page(405, "Method not allowed", "DELETE is only used by the admin API.")
@@ -363,7 +371,10 @@ class SandboxServer:
             cookies=cookies,
             body=body,
             content_type=content_type,
+            preload=ep is None,
         )
+        if ep is None:
+            return app.handle(req, app.new_state(0))
         with ep.lock:
             return app.handle(req, ep.states[name])
 
@@ -574,6 +585,7 @@ __all__ = [
     "DEMO_EPISODE",
     "EPISODE_COOKIE",
     "EPISODE_HEADER",
+    "PRELOAD_HEADER",
     "SandboxClient",
     "SandboxError",
     "SandboxServer",

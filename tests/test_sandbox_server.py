@@ -563,6 +563,44 @@ def test_not_found_redirects_and_headers(server: SandboxServer) -> None:
     assert br.post("/reports/", {}).status == 405
 
 
+def test_only_immutable_files_are_cacheable_and_connections_are_kept(server: SandboxServer) -> None:
+    eid = f"test-{next(_ids)}"
+    server.open_episode(eid, seed=3)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        heads = {}
+        for path in ("/miniwob/core/core.js", "/miniwob/miniwob/click-test.html", "/accounts/login", "/nope"):
+            conn.request("GET", path, headers={EPISODE_HEADER: eid})  # one connection for all: HTTP/1.1
+            raw = conn.getresponse()
+            raw.read()
+            heads[path] = raw.headers["Cache-Control"]
+    finally:
+        conn.close()
+    assert heads == {
+        "/miniwob/core/core.js": "public, max-age=31536000, immutable",  # a package file, the same for everyone
+        "/miniwob/miniwob/click-test.html": "no-store",  # carries the episode's seed
+        "/accounts/login": "no-store",
+        "/nope": "no-store",
+    }
+    server.close_episode(eid)
+
+
+def test_preload_requests_belong_to_no_episode(server: SandboxServer) -> None:
+    before = server.episode_state("demo")["miniwob"]["pages"]
+    br = Browser(server, None)
+    page = br.request("GET", "/miniwob/miniwob/click-test.html", headers={"X-Agentrl-Preload": "1"})
+    assert page.status == 200 and "window.__agentrlStart = function (seed)" in page.text
+    assert "__agentrlStart(0)" not in page.text  # not started: the env gives it the seed of its episode
+    assert "Set-Cookie" not in page.headers
+    assert server.episode_state("demo")["miniwob"]["pages"] == before  # no episode saw it, not even demo
+    # with an episode header, the header wins: a normal, seeded page of that episode
+    eid = f"test-{next(_ids)}"
+    server.open_episode(eid, seed=5)
+    seeded = Browser(server, eid).request("GET", "/miniwob/miniwob/click-test.html", headers={"X-Agentrl-Preload": "1"})
+    assert "__agentrlStart(5)" in seeded.text and server.episode_state(eid)["miniwob"]["pages"] == ["click-test"]
+    server.close_episode(eid)
+
+
 def test_concurrent_requests(server: SandboxServer, episode: tuple[str, Any]) -> None:
     eid, facts = episode
     statuses: list[int] = []

@@ -80,6 +80,9 @@ class Request:
     cookies: dict[str, str] = field(default_factory=dict)
     body: bytes = b""  #: the raw request body
     content_type: str = ""  #: the request's Content-Type without parameters, lower-cased
+    #: a preload request (``X-Agentrl-Preload``): no episode yet, `state` is a throwaway; an app that supports
+    #: it answers a start page that waits for ``window.__agentrlStart(seed)`` (see ``TaskSpec.start.preload``)
+    preload: bool = False
 
     @property
     def is_read(self) -> bool:
@@ -99,6 +102,10 @@ class Response:
     body: bytes = b""
     content_type: str = "text/html; charset=utf-8"
     headers: list[tuple[str, str]] = field(default_factory=list)
+    #: the same bytes for every episode and request (a file shipped with an app's package): the browser may
+    #: keep it in its HTTP cache across episodes. Everything else is ``no-store``, so the cache never holds
+    #: anything one episode could see and another could not.
+    immutable: bool = False
 
 
 class App(ABC):

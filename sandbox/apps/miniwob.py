@@ -5,9 +5,12 @@ The pages come unchanged from ``site-packages/miniwob/html/`` (``pip install min
 the app: ``/miniwob/miniwob/click-test.html`` loads ``/miniwob/core/core.js``. Everything an episode loads
 therefore stays on the sandbox origin, and the env's wall (only the sandbox origin is reachable) holds.
 
-A task page (``/miniwob/miniwob/<task>.html``) gets one script appended before ``</body>`` that starts a
-**seeded** MiniWoB episode on ``load``, the way Farama's env does (``Math.seedrandom(seed)``, then
-``core.startEpisodeReal()``), with the seed of the agentrl episode the request belongs to:
+A task page (``/miniwob/miniwob/<task>.html``) gets one script appended before ``</body>``. It defines
+``window.__agentrlStart(seed)``, which starts a **seeded** MiniWoB episode the way Farama's env does
+(``Math.seedrandom(seed)``, then ``core.startEpisodeReal()``). On a page loaded for an episode it runs on
+``load`` with the seed of the agentrl episode the request belongs to. On a page *preloaded* before its
+episode exists (``Request.preload``: the env's ``start.preload``, how the MiniWoB suite's resets are
+fast), it waits for the env to call it with the new episode's seed; both ways give the same problem.
 
 * ``#query`` (the utterance) becomes a level-1 heading, so the instruction is a named element of the
   accessibility tree: the agent and an LLM read it from the observation.
@@ -21,12 +24,13 @@ A task page (``/miniwob/miniwob/<task>.html``) gets one script appended before `
   (``WOB_RAW_REWARD_GLOBAL``) is final.
 
 Tasks read the outcome with the ``js_true`` detector (``WOB_DONE_GLOBAL && WOB_RAW_REWARD_GLOBAL > 0``).
-The server sees only page loads: ``public_state`` lists the task pages opened.
+The server sees only page loads: ``public_state`` lists the task pages loaded for the episode (a
+preloaded start page is not among them: it was loaded before the episode existed).
 
 >>> app = MiniWoBApp()
 >>> app.facts(app.new_state(7))
 {'seed': '7'}
->>> "Math.seedrandom(7)" in app.handle(Request("GET", "/miniwob/click-test.html", "/miniwob"), app.new_state(7)).body.decode()
+>>> "__agentrlStart(7)" in app.handle(Request("GET", "/miniwob/click-test.html", "/miniwob"), app.new_state(7)).body.decode()
 True
 """
 
@@ -44,19 +48,21 @@ NO_TIME_LIMIT_MS = 2**31 - 1
 
 _START = """<script>
 /* agentrl: start a seeded MiniWoB episode (see agentrl/sandbox/apps/miniwob.py) */
-window.addEventListener('load', function () {{
+window.__agentrlStart = function (seed) {{
+  window.__agentrlStart = function () {{ throw new Error('this page has started its episode'); }};
   if (core.cover_div == null) core.startEpisode();
   core.cover_div.innerHTML = 'Episode over';
   core.hideDisplay();
   core.EPISODE_MAX_TIME = {max_ms};
-  Math.seedrandom({seed});
+  Math.seedrandom(seed);
   core.startEpisodeReal();
   var q = document.getElementById('query');
   if (q) {{ q.setAttribute('role', 'heading'); q.setAttribute('aria-level', '1'); }}
   core.startEpisodeReal = function () {{}};  /* one MiniWoB episode per agentrl episode */
-}});
-</script>
+}};
+{autostart}</script>
 """
+_AUTOSTART = "window.addEventListener('load', function () {{ window.__agentrlStart({seed}); }});\n"
 
 
 def html_dir() -> Path:
@@ -116,12 +122,15 @@ class MiniWoBApp(App):
             return not_found(self.title)
         body = path.read_bytes()
         if path.parent == root / "miniwob" and path.suffix == ".html":
-            state.pages.append(path.stem)
-            script = _START.format(seed=int(state.seed), max_ms=NO_TIME_LIMIT_MS).encode()
+            autostart = ""
+            if not req.preload:  # preloaded: the env starts it with the seed of the episode it goes to
+                state.pages.append(path.stem)
+                autostart = _AUTOSTART.format(seed=int(state.seed))
+            script = _START.format(max_ms=NO_TIME_LIMIT_MS, autostart=autostart).encode()
             at = body.rfind(b"</body>")
             body = body[:at] + script + body[at:] if at >= 0 else body + script
             return Response(body=body, content_type="text/html; charset=utf-8")
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if ctype.startswith("text/") or ctype in ("application/javascript", "image/svg+xml"):
             ctype += "; charset=utf-8"
-        return Response(body=body, content_type=ctype)
+        return Response(body=body, content_type=ctype, immutable=True)  # the package's files: cacheable
