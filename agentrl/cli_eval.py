@@ -52,6 +52,10 @@ def evaluate(
     temperature: float = typer.Option(None, help="LLM agents: sampling temperature (default 0, greedy)."),
     option: list[str] = typer.Option(None, "--option", "-O", help="Agent option KEY=VALUE (repeatable)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
+    isolation: str = typer.Option(
+        "context", help="context: a new browser context per episode | storage: two contexts taking turns, wiped "
+        "in the background (several times faster on MiniWoB, docs/architecture.md#isolation)."
+    ),
 ) -> None:
     """Evaluate an agent on a suite split: results.jsonl, summary.json (95% intervals) and report.html in OUT."""
     from agentrl.envs.browser import BrowserEnvConfig
@@ -94,7 +98,10 @@ def evaluate(
     except ValueError as e:
         err.print(str(e), markup=False)
         raise typer.Exit(1) from None
-    config = BrowserEnvConfig(screenshot=screenshots, max_steps=max_steps, router=router)
+    if isolation not in ("context", "storage"):
+        err.print(f"--isolation must be context or storage, not {isolation!r}", markup=False)
+        raise typer.Exit(2)
+    config = BrowserEnvConfig(screenshot=screenshots, max_steps=max_steps, router=router, isolation=isolation)
     try:
         summary = run_eval(
             tasks, agent, seed_list, out, config=config, workers=workers, agent_options=options,

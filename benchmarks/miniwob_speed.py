@@ -4,11 +4,12 @@
 agentrl side: `BrowserEnv` on the suite's tasks (``tasks/miniwob``), the same 7 tasks, seeds 0..N-1 and
 oracle as ``shared/bench`` (the `miniwob-heuristic` agent: its plans for these tasks are that oracle's,
 ported), the same columns. It runs once per isolation mode (``context``: a fresh browser context per
-episode; ``storage``: one context, every client state wiped between episodes). Each episode's success
+episode; ``storage``: two contexts taking turns, every client state wiped between two of one's episodes). Each episode's success
 is also checked against MiniWoB's own reward read from the page (``agree``).
 
 Peer side (``--peers DIR``): the scripts of ``shared/bench`` run one after the other in their own venvs,
-on the same machine and Chromium, before agentrl's runs; then one table with agentrl/peer ratios.
+on the same machine and the same Chromium binary as agentrl (``--peer-chromium``; agentrl runs Debian's
+chromium-headless-shell when installed), before agentrl's runs; then one table with agentrl/peer ratios.
 
     .venv/bin/python benchmarks/miniwob_speed.py --episodes 10 \\
         --peers ../shared/bench --bg-python /tmp/bench/.venv-bg/bin/python \\
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+from agentrl.envs.host import HEADLESS_SHELL
 from agentrl.suites import SUITES_DIR
 
 from agentrl.miniwob_agent import MiniWoBHeuristicAgent, page_reward
@@ -49,10 +51,10 @@ def med_ms(xs: list[float]) -> float:
     return round(statistics.median(xs) * 1000, 1) if xs else float("nan")
 
 
-def run_task(task: str, isolation: str, episodes: int, root: Path) -> dict:
+def run_task(task: str, isolation: str, episodes: int, root: Path, ahead: int = 1) -> dict:
     """One task, `episodes` seeds: reset/step times, success, and agreement with the page's own reward."""
     t0 = time.perf_counter()
-    env = BrowserEnv(SUITES_DIR / "miniwob" / f"miniwob.{task}.yaml", BrowserEnvConfig(root_dir=root, isolation=isolation))
+    env = BrowserEnv(SUITES_DIR / "miniwob" / f"miniwob.{task}.yaml", BrowserEnvConfig(root_dir=root, isolation=isolation, ahead=ahead))
     create_s = time.perf_counter() - t0
     resets, steps, nonterm, wins, agree = [], [], [], 0, 0
     wall0 = time.perf_counter()
@@ -113,7 +115,8 @@ def run_peer(name: str, args: argparse.Namespace, out_dir: Path) -> dict | None:
            "--tasks", ",".join(args.tasks), *extra]
     print(f"### {name}: {' '.join(cmd)}", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.peer_timeout)
+    env = {**os.environ, "BENCH_CHROMIUM": args.peer_chromium}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.peer_timeout, env=env)
     if proc.returncode != 0 or not out.exists():
         print(f"    FAILED rc={proc.returncode}: {(proc.stderr or proc.stdout)[-600:]}", flush=True)
         return None
@@ -149,10 +152,13 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--tasks", type=lambda s: s.split(","), default=TASKS)
     ap.add_argument("--isolation", choices=["context", "storage", "both"], default="both")
+    ap.add_argument("--ahead", type=int, default=1, help="BrowserEnvConfig.ahead: contexts made ready ahead")
     ap.add_argument("--peers", default=None, help="shared/bench folder: also run the peers, first")
     ap.add_argument("--bg-python", default="/tmp/bench/.venv-bg/bin/python")
     ap.add_argument("--pw-python", default="/tmp/bench/.venv-pw/bin/python")
     ap.add_argument("--peer-timeout", type=int, default=1800)
+    ap.add_argument("--peer-chromium", default=HEADLESS_SHELL,
+                    help="the peers' browser binary (BENCH_CHROMIUM); default: the one agentrl runs")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -168,7 +174,7 @@ def main() -> None:
     per_task = {}
     with tempfile.TemporaryDirectory(prefix="miniwob-speed-") as tmp:
         for mode in modes:
-            task_rows = [run_task(t, mode, args.episodes, Path(tmp)) for t in args.tasks]
+            task_rows = [run_task(t, mode, args.episodes, Path(tmp), args.ahead) for t in args.tasks]
             per_task[mode] = task_rows
             rows[f"agentrl isolation={mode}"] = overall(task_rows, mode)
             print(f"### agentrl isolation={mode}: {_fmt(rows[f'agentrl isolation={mode}'])}", flush=True)
@@ -177,7 +183,8 @@ def main() -> None:
     load1 = os.getloadavg()
     base = "agentrl isolation=storage" if "agentrl isolation=storage" in rows else None
     note = (f"{started}, {os.cpu_count()} cores, load average {load0[0]:.1f} at start, {load1[0]:.1f} at end; "
-            f"{args.episodes} episodes x {len(args.tasks)} tasks, oracle policy")
+            f"{args.episodes} episodes x {len(args.tasks)} tasks, oracle policy; agentrl's browser {HEADLESS_SHELL}"
+            + (f", the peers' {args.peer_chromium}" if args.peers else ""))
     print(f"\n{note}\n\n{table(rows, base)}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -7,15 +7,17 @@
 
 `AsyncBrowserEnv` is the async twin (same methods, awaited) for asyncio programs; `BrowserEnv` runs the
 same code on a private event-loop thread, so it is safe to use from inside a running loop as well.
-Each episode gets a fresh browser context (cookies, storage, downloads dir) prepared while the previous
-episode runs (or, with ``isolation="storage"``, the same context wiped of all client state), its own
-server-side sandbox state, and its own directory; requests to any origin but the
-sandbox are aborted and recorded.
+Each episode gets a fresh browser context (cookies, storage, downloads dir) or, with
+``isolation="storage"``, a context wiped of all client state, made ready while the previous episode runs
+(for a task with ``start.preload``, with its start page already loaded); its own server-side sandbox
+state, and its own directory; requests to any origin but the sandbox are refused by the context's proxy
+and recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import io
 import re
@@ -38,7 +40,7 @@ from agentrl.envs.spaces import AnyText
 from agentrl.rewards.detectors import FieldState, StepContext
 from agentrl.rewards.milestones import MilestoneTracker
 from agentrl.rewards.router import RewardRouter, StepInput
-from agentrl.sandbox.server import BLANK_PATH
+from agentrl.sandbox.server import BLANK_PATH, EPISODE_HEADER, PRELOAD_HEADER
 from gymnasium import spaces
 from playwright.async_api import BrowserContext, Dialog, Download, Page, Request, Response
 from playwright.async_api import Error as PlaywrightError
@@ -57,8 +59,6 @@ from agentrl.types import (
     RequestEvent,
     StepRecord,
 )
-
-EPISODE_HEADER = "X-Agentrl-Episode"
 
 _FIELDS_JS = """() => {
   const out = [], seen = new Set();
@@ -85,8 +85,66 @@ _FIELDS_JS = """() => {
   return out;
 }"""
 
+# What Playwright's click waits for, checked in one round trip instead of over two animation frames: the
+# element is attached, visible, enabled, nothing on it or its ancestors is animating (CSS animations and
+# transitions, Web Animations, jQuery effects), and, after scrolling it into view, a point of it is on top:
+# its center if that is, else the first point of a 5 x 5 grid over its box that is (where a person would
+# click an element another one half covers). Returns that point relative to the element's padding box
+# (Playwright's click `position`), or null.
+_CLICK_POINT_JS = """el => {
+  if (!el.isConnected || el.matches(':disabled')) return null;
+  const style = getComputedStyle(el);
+  if (style.visibility !== 'visible') return null;
+  const doc = el.ownerDocument, win = doc.defaultView;
+  if (doc.getAnimations().some(a => a.playState === 'running' && a.effect && a.effect.target
+                                    && a.effect.target.contains(el))) return null;
+  if (win.jQuery && win.jQuery.timers && win.jQuery.timers.length) return null;
+  let box = el.getBoundingClientRect();
+  if (box.width === 0 || box.height === 0) return null;
+  if (box.top < 0 || box.left < 0 || box.bottom > win.innerHeight || box.right > win.innerWidth) {
+    el.scrollIntoView({block: 'center', inline: 'center', behavior: 'instant'});
+    box = el.getBoundingClientRect();
+  }
+  const on = (x, y) => {
+    let hit = doc.elementFromPoint(x, y);
+    while (hit && hit.shadowRoot) {
+      const inner = hit.shadowRoot.elementFromPoint(x, y);
+      if (!inner || inner === hit) break;
+      hit = inner;
+    }
+    return !!hit && (hit === el || el.contains(hit));
+  };
+  const points = [[0.5, 0.5]];
+  for (const fy of [0.1, 0.3, 0.5, 0.7, 0.9]) for (const fx of [0.1, 0.3, 0.5, 0.7, 0.9]) points.push([fx, fy]);
+  for (const [fx, fy] of points) {
+    const x = box.left + box.width * fx, y = box.top + box.height * fy;
+    if (x >= 0 && y >= 0 && x < win.innerWidth && y < win.innerHeight && on(x, y))
+      return {x: x - box.left - parseFloat(style.borderLeftWidth), y: y - box.top - parseFloat(style.borderTopWidth)};
+  }
+  return null;
+}"""
+
+
+async def _click(loc: Any, timeout: int) -> None:
+    """A real mouse click on the element. When one in-page check finds a point of it ready to click
+    (`_CLICK_POINT_JS`), Playwright clicks there without its actionability waits (it watches the element
+    over two animation frames: about half the time of a click). Otherwise Playwright's own click waits
+    for the element and, if it never gets ready, says why (e.g. which element covers it)."""
+    try:
+        point = await loc.evaluate(_CLICK_POINT_JS, timeout=timeout)
+    except PlaywrightError:
+        point = None  # e.g. the element is gone: the full click below explains
+    if point:  # still Playwright's click, for its wait on a navigation the click starts
+        await loc.click(force=True, position=point, timeout=timeout)
+    else:
+        await loc.click(timeout=timeout)
+
+
 _JS_BATCH = """exprs => exprs.map(e => { try { const v = (0, eval)(e); return v === undefined ? null : v; }
   catch (err) { return null; } })"""
+
+# the page's title, and what the detectors need from it (form fields, their JS expressions): one round trip
+_PAGE_STATE_JS = f"""([fields, exprs]) => [document.title, fields ? ({_FIELDS_JS})() : null, ({_JS_BATCH})(exprs)]"""
 
 
 @dataclass
@@ -105,11 +163,15 @@ class BrowserEnvConfig:
     max_obs_chars: int = 200_000
     #: how episodes are kept apart in the browser. "context": a fresh BrowserContext per episode (made ahead
     #: while the previous episode runs), so nothing client-side can survive; the default, because it relies
-    #: on no list of what to wipe. "storage": one context and page reused, and between episodes the page
-    #: leaves for a blank page and every kind of client state is wiped (cookies, local/session storage,
-    #: IndexedDB, Cache Storage, service workers, HTTP cache, permissions, window.name, history, other
-    #: tabs); proved by tests/test_miniwob.py; about half the reset and step time on 2 cores (BENCHMARKS.md).
+    #: on no list of what to wipe. "storage": `ahead` + 1 contexts take turns; between two episodes of one,
+    #: its page leaves (for a blank page, or a preloaded start page) and all client state is wiped in the
+    #: background (cookies, local/session storage, IndexedDB, Cache Storage, service workers, permissions,
+    #: window.name, history, other tabs; the HTTP cache holds only immutable files); proved by
+    #: tests/test_miniwob.py; several times faster (BENCHMARKS.md).
     isolation: Literal["context", "storage"] = "context"
+    #: how many contexts are made ready for the coming episodes while one runs (new or wiped, and with the
+    #: task's start page loaded if it has ``start.preload``); more overlaps more of that work with acting
+    ahead: int = 1
     #: how rewards are computed (`agentrl.rewards.router.RouterConfig`); None: the rules (milestone weights),
     #: still routed, so every step's reward has an audit
     router: Any = None
@@ -124,6 +186,8 @@ class _Episode:
     events: list[Event] = field(default_factory=list)
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    #: clear while a page's navigation is requested but has neither committed nor turned into a download
+    landed: asyncio.Event = field(default_factory=asyncio.Event)
     downloads: list[asyncio.Task] = field(default_factory=list)
     id: str = ""
     dir: Path | None = None
@@ -139,6 +203,8 @@ class _Episode:
     answer: str | None = None
     ended: bool = False
     cdp: Any = None  # CDP session of the page (isolation="storage": wipes client state between episodes)
+    cdp_page: Page | None = None  # the page `cdp` is attached to (a popup the agent moved to replaces it)
+    preloaded: bool = False  # the task's start page is loaded and waits for its seed (start.preload)
     last_text: str = ""  # the observation the agent acted on (the reward router's o_t)
     history: list[str] = field(default_factory=list)  # actions sent so far
 
@@ -161,8 +227,8 @@ class AsyncBrowserEnv:
         self.origin = self.sandbox.origin.rstrip("/")
         self._host = host
         self._ep: _Episode | None = None
-        self._spare: asyncio.Task[_Episode] | None = None
-        self._reuse: _Episode | None = None  # isolation="storage": the last episode's context, to wipe and reuse
+        #: contexts being made ready for the coming episodes (`_make_ready`), first made first taken
+        self._ready: collections.deque[asyncio.Task[_Episode]] = collections.deque()
         self._closing: set[asyncio.Task] = set()
         self._own_root = self.config.root_dir is None
         self.root_dir = Path(self.config.root_dir or tempfile.mkdtemp(prefix="agentrl-episodes-"))
@@ -180,8 +246,10 @@ class AsyncBrowserEnv:
     async def _new_context(self) -> _Episode:
         browser = await self.host.browser()
         w, h = self.config.viewport
+        # The wall: the context's proxy refuses every origin but the sandbox's (`BrowserHost.wall_proxy`).
         ctx = await browser.new_context(
-            viewport={"width": w, "height": h}, accept_downloads=True, service_workers="block"
+            viewport={"width": w, "height": h}, accept_downloads=True, service_workers="block",
+            proxy=self.host.wall_proxy(self.origin),
         )
         page = await ctx.new_page()
         ep = _Episode(context=ctx, page=page)
@@ -189,27 +257,32 @@ class AsyncBrowserEnv:
         # before the episode starts: a first cross-site navigation spawns one and costs ~100-200 ms.
         await page.goto(self.origin + BLANK_PATH, wait_until="commit")
         ep.idle.set()
-        # Abort everything outside the sandbox; the regex runs in the driver, so sandbox requests
-        # never pay a round trip to Python.
-        outside = re.compile(r"^(?!" + re.escape(self.origin) + r"(?:/|$)|data:|blob:|about:)")
+        ep.landed.set()
 
-        async def block(route: Any) -> None:
-            ep.events.append(BlockedRequestEvent(method=route.request.method, url=route.request.url))
-            await route.abort("blockedbyclient")
-
-        await ctx.route(outside, block)
-
-        def on_request(_: Request) -> None:
+        def on_request(req: Request) -> None:
             ep.inflight += 1
             ep.idle.clear()
+            try:
+                leaving = req.is_navigation_request() and req.frame.parent_frame is None
+            except PlaywrightError:  # a worker's request has no frame
+                leaving = False
+            if leaving:
+                ep.landed.clear()  # a page is leaving: set again when it commits or becomes a download
 
         def on_request_done(_: Request) -> None:
             ep.inflight = max(0, ep.inflight - 1)
             if ep.inflight == 0:
                 ep.idle.set()
 
+        def on_request_failed(req: Request) -> None:
+            on_request_done(req)
+            if not self._allowed.match(req.url):  # stopped by the wall
+                ep.events.append(BlockedRequestEvent(method=req.method, url=req.url))
+
         def on_response(resp: Response) -> None:
             req = resp.request
+            if resp.status in (204, 205) and req.is_navigation_request():
+                ep.landed.set()  # "no content": the page stays
             if not req.url.startswith(self.origin):
                 return
             ep.events.append(
@@ -218,7 +291,7 @@ class AsyncBrowserEnv:
 
         ctx.on("request", on_request)
         ctx.on("requestfinished", on_request_done)
-        ctx.on("requestfailed", on_request_done)
+        ctx.on("requestfailed", on_request_failed)
         ctx.on("response", on_response)
         ctx.on("page", lambda p: self._adopt_page(ep, p))
         self._wire_page(ep, page)
@@ -228,6 +301,7 @@ class AsyncBrowserEnv:
         def on_nav(frame: Any) -> None:
             if frame == page.main_frame:
                 ep.events.append(NavigationEvent(url=frame.url))
+                ep.landed.set()
 
         async def on_dialog(d: Dialog) -> None:
             ep.events.append(DialogEvent(type=d.type, message=d.message, accepted=True))
@@ -238,6 +312,7 @@ class AsyncBrowserEnv:
 
         def on_download(d: Download) -> None:
             ep.downloads.append(asyncio.ensure_future(self._save_download(ep, d)))
+            ep.landed.set()
 
         page.on("framenavigated", on_nav)
         page.on("dialog", on_dialog)
@@ -264,66 +339,98 @@ class AsyncBrowserEnv:
             DownloadEvent(url=d.url, suggested_filename=d.suggested_filename, path=dest.relative_to(ep.dir).as_posix())
         )
 
-    def _prepare_spare(self) -> None:
-        self._spare = asyncio.ensure_future(self._new_context())
+    async def _make_ready(self, ep: _Episode | None) -> _Episode:
+        """A context for a coming episode: `ep`'s, wiped (isolation="storage"), or a new one; for a task with
+        ``start.preload``, with the start page loaded in it, waiting for its seed. Runs in the background."""
+        start = self.spec.start.path if self.spec.start.preload else None
+        if ep is not None:
+            try:
+                await self._wipe(ep, start)
+            except PlaywrightError:  # a context that cannot be wiped is never reused: make a new one
+                self._retire(ep)
+                ep = None
+        if ep is None:
+            ep = await self._new_context()
+            if start:
+                await ep.context.set_extra_http_headers({PRELOAD_HEADER: "1"})
+                await ep.page.goto(self.origin + start, wait_until="load")
+        if start:
+            if not await ep.page.evaluate("() => typeof window.__agentrlStart === 'function'"):
+                self._retire(ep)
+                raise ValueError(
+                    f"task {self.spec.id}: start.preload is set, but its start page {start} defines no "
+                    "window.__agentrlStart(seed) (only apps that start their episodes in the page support "
+                    "preloading, e.g. miniwob); remove start.preload"
+                )
+            # Playwright's in-page helpers are compiled per document on first use (~20 ms): now, not at reset
+            # (a snapshot of <head> in the default mode: an "ai" snapshot would number the elements, and the first
+            # observation's ids would then differ from those of the same page loaded at reset)
+            await ep.page.locator("head").aria_snapshot()
+            ep.preloaded = True
+        return ep
+
+    def _keep_ready(self) -> None:
+        """Start making contexts ready until `ahead` are on their way."""
+        while len(self._ready) < max(1, self.config.ahead):
+            self._ready.append(asyncio.ensure_future(self._make_ready(None)))
 
     async def _take_context(self) -> _Episode:
-        """The prepared context, or a new one. Never hangs: a browser that stops answering (e.g. killed
-        while the context was being made) is killed and relaunched."""
+        """The first context made ready, or a new one. Never hangs: a browser that stops answering (e.g.
+        killed while a context was being made) is killed and relaunched."""
         limit = self.config.browser_timeout_ms / 1000
-        reuse, self._reuse = self._reuse, None
-        if reuse is not None:
+        while self._ready:
+            task = self._ready.popleft()
+            if not self.host.is_alive():
+                task.cancel()  # made on a browser that has since died: it may never finish
+                continue
             try:
-                if self.host.is_alive() and not reuse.page.is_closed():
-                    return await asyncio.wait_for(self._wipe(reuse), timeout=limit)
+                ep = await asyncio.wait_for(task, timeout=limit)
             except (PlaywrightError, TimeoutError):
-                pass  # a context that cannot be wiped is never reused: make a new one below
-            self._retire(reuse)
-        spare, self._spare = self._spare, None
-        if spare is not None and not self.host.is_alive():
-            spare.cancel()  # made on a browser that has since died: it may never finish
-            spare = None
-        if spare is not None:
-            try:
-                ep = await asyncio.wait_for(spare, timeout=limit)
-                if self.host.is_alive() and not ep.page.is_closed():
-                    return ep
-            except (PlaywrightError, TimeoutError):
-                pass  # the browser died while the spare was made: relaunch below
+                continue  # the browser died while it was made: the next one, or a new one below
+            if self.host.is_alive() and not ep.page.is_closed():
+                return ep
+            self._retire(ep)
         try:
-            return await asyncio.wait_for(self._new_context(), timeout=limit)
+            return await asyncio.wait_for(self._make_ready(None), timeout=limit)
         except (PlaywrightError, TimeoutError):
             await self.host.restart()
-            return await asyncio.wait_for(self._new_context(), timeout=limit)
+            return await asyncio.wait_for(self._make_ready(None), timeout=limit)
 
-    async def _wipe(self, ep: _Episode) -> _Episode:
+    async def _wipe(self, ep: _Episode, start: str | None = None) -> _Episode:
         """isolation="storage": the same context and page, with no trace of the previous episode client-side.
 
         The page first leaves for the sandbox's blank page (the old page's scripts stop, so nothing can write
-        after the wipe), then one overlapped batch clears what a page or the server could have left:
-        cookies, permissions, every storage type of the sandbox origin (local storage, IndexedDB, Cache
-        Storage, service workers, file systems, ...), the HTTP cache, session storage and window.name (per
-        tab, so cleared in the page), and the tab's back/forward history. Other tabs are closed."""
+        after the wipe), or with `start`, straight for that preloadable start page (``start.preload``: its
+        load reads no client state, so one navigation does; the preload header makes it no episode's). Then
+        one overlapped batch clears what a page or the server could have left: cookies, permissions, every
+        storage type of the sandbox origin (local storage, IndexedDB, Cache Storage, service workers, file
+        systems, ...), session storage and window.name (per tab, so cleared in the page), and the tab's
+        back/forward history. Other tabs are closed. The HTTP cache stays: the sandbox lets the browser
+        cache only `Response.immutable` files (the same bytes for every episode), so it holds no episode's
+        state, and a page's scripts load from it (and V8's code cache) instead of being fetched and compiled
+        again."""
         for p in ep.context.pages:
             if p is not ep.page:
                 await p.close()
         if ep.downloads:  # finish the previous episode's downloads into its own directory first
             await asyncio.wait(ep.downloads, timeout=self.config.settle_timeout_ms / 1000)
+        if start:
+            await ep.context.set_extra_http_headers({PRELOAD_HEADER: "1"})
         # "load", not "commit": right after the commit, Page.resetNavigationHistory can still fail with "Not
         # attached to an active page" (seen about once in 40 resets under load)
-        await ep.page.goto(self.origin + BLANK_PATH, wait_until="load")
-        if ep.cdp is None:
-            ep.cdp = await ep.context.new_cdp_session(ep.page)
+        await ep.page.goto(self.origin + (start or BLANK_PATH), wait_until="load")
+        if ep.cdp is None or ep.cdp_page is not ep.page:
+            ep.cdp, ep.cdp_page = await ep.context.new_cdp_session(ep.page), ep.page
         await asyncio.gather(
             ep.context.clear_cookies(),
             ep.context.clear_permissions(),
             ep.cdp.send("Storage.clearDataForOrigin", {"origin": self.origin, "storageTypes": "all"}),
-            ep.cdp.send("Network.clearBrowserCache"),
             ep.cdp.send("Page.resetNavigationHistory"),
             ep.page.evaluate("() => { sessionStorage.clear(); window.name = ''; }"),
         )
-        fresh = _Episode(context=ep.context, page=ep.page, cdp=ep.cdp)
+        fresh = _Episode(context=ep.context, page=ep.page, cdp=ep.cdp, cdp_page=ep.cdp_page)
         fresh.idle.set()  # the blank page has nothing in flight; late events of the old page clamp at 0
+        fresh.landed.set()
         for f in dataclasses.fields(_Episode):  # the handlers stay wired to this object: reset it in place
             setattr(ep, f.name, getattr(fresh, f.name))
         return ep
@@ -348,7 +455,7 @@ class AsyncBrowserEnv:
             self._finish(old, truncation_reason="reset before the episode ended")
             if self.config.isolation == "storage":
                 self.sandbox.close_episode(old.id)
-                self._reuse = old  # wiped in _take_context
+                self._ready.append(asyncio.ensure_future(self._make_ready(old)))  # wiped while others run
             else:
                 self._retire(old)
             if not self.config.keep_episode_dirs and old.dir is not None:
@@ -358,8 +465,7 @@ class AsyncBrowserEnv:
         variant = self.spec.render(seed, facts)
         for attempt in (1, 2):
             ep = await self._take_context()
-            if self._spare is None and self.config.isolation == "context":
-                self._prepare_spare()  # the next episode's context is made while this one runs
+            self._keep_ready()  # the next episodes' contexts are made while this one runs
             ep.id, ep.variant, ep.dir = episode_id, variant, self.root_dir / episode_id
             try:
                 obs = await asyncio.wait_for(self._open(ep), timeout=self.config.browser_timeout_ms / 1000)
@@ -391,9 +497,13 @@ class AsyncBrowserEnv:
         return obs, info
 
     async def _open(self, ep: _Episode) -> dict[str, Any]:
+        assert ep.variant is not None
         await ep.context.set_extra_http_headers({EPISODE_HEADER: ep.id})
-        ep.events.clear()  # what happened while the context was prepared is not part of the episode
-        await ep.page.goto(self.origin + self.spec.start.path, wait_until="load")
+        ep.events.clear()  # what happened while the context was made ready is not part of the episode
+        if ep.preloaded:
+            await ep.page.evaluate("seed => window.__agentrlStart(seed)", ep.variant.seed)
+        else:
+            await ep.page.goto(self.origin + self.spec.start.path, wait_until="load")
         await self._settle(ep)
         return await self._observe(ep, last_action=None, error=None, notes=_notes(ep.events))
 
@@ -497,15 +607,11 @@ class AsyncBrowserEnv:
             self._finish(self._ep, truncation_reason="env closed")
             self._retire(self._ep)
             self._ep = None
-        if self._reuse is not None:
-            self._retire(self._reuse)
-            self._reuse = None
-        if self._spare is not None:
-            spare, self._spare = self._spare, None
+        while self._ready:
             try:
-                ep = await spare
+                ep = await self._ready.popleft()
                 await ep.context.close()
-            except PlaywrightError:
+            except (PlaywrightError, ValueError):
                 pass
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
@@ -524,7 +630,18 @@ class AsyncBrowserEnv:
             await self._settle(ep, navigated=navigated or action.name in ("goto", "back", "press", "wait"))
             timings["settle_ms"] = _ms(t0) - timings["act_ms"]
         t1 = time.perf_counter()
-        obs = await self._observe(ep, last_action=action, error=error, notes=_notes(ep.events[mark:]), page_state=True)
+        for attempt in (1, 2, 3):
+            try:
+                obs = await self._observe(
+                    ep, last_action=action, error=error, notes=_notes(ep.events[mark:]), page_state=True
+                )
+                break
+            except PlaywrightError as e:
+                # a navigation landed while the page was being observed (a late link, a script's redirect):
+                # let the new page settle and observe that one
+                if attempt == 3 or "context was destroyed" not in str(e) or ep.page.is_closed():
+                    raise
+                await self._settle(ep)
         timings["observe_ms"] = _ms(t1)
         return error, obs
 
@@ -545,7 +662,7 @@ class AsyncBrowserEnv:
             loc = page.locator(f"aria-ref={action.target}") if action.target else None
             match action.name:
                 case "click":
-                    await loc.click(timeout=timeout)
+                    await _click(loc, timeout)
                 case "fill":
                     await loc.fill(action.args[1], timeout=timeout)
                 case "select":
@@ -586,12 +703,18 @@ class AsyncBrowserEnv:
         return None
 
     async def _settle(self, ep: _Episode, navigated: bool = True) -> None:
-        """Wait for the page to settle on signals, never a fixed sleep: load state, in-flight requests,
-        pending downloads — each capped by settle_timeout_ms."""
+        """Wait for the page to settle on signals, never a fixed sleep: a requested navigation landing
+        (committed, or turned into a download), load state, in-flight requests, pending downloads — each
+        capped by settle_timeout_ms."""
         deadline = time.perf_counter() + self.config.settle_timeout_ms / 1000
+        if not ep.landed.is_set():  # a navigation was requested (a click may return before it commits)
+            try:
+                await asyncio.wait_for(ep.landed.wait(), timeout=self.config.settle_timeout_ms / 1000)
+            except TimeoutError:
+                pass
+            navigated = True
         if navigated:
-            # Playwright's actions return once a navigation they started has begun, and its
-            # framenavigated event arrives before the action's reply: no navigation event, no load to wait.
+            # no navigation requested or committed during the action: no load to wait for
             try:
                 await ep.page.wait_for_load_state("load", timeout=self.config.settle_timeout_ms)
             except PlaywrightError:
@@ -616,18 +739,16 @@ class AsyncBrowserEnv:
         page = ep.page
         needs = ep.tracker.needs if (page_state and ep.tracker) else frozenset()
         exprs = ep.tracker.js_expressions() if "js" in needs and ep.tracker else []
-        jobs: list[Any] = [page.aria_snapshot(mode="ai", timeout=self.config.settle_timeout_ms), page.title()]
+        jobs: list[Any] = [
+            page.aria_snapshot(mode="ai", timeout=self.config.settle_timeout_ms),
+            page.evaluate(_PAGE_STATE_JS, ["fields" in needs, exprs]),
+        ]
         if self.config.screenshot:
             jobs.append(page.screenshot(type="png"))
-        if "fields" in needs:
-            jobs.append(page.evaluate(_FIELDS_JS))
-        if exprs:
-            jobs.append(page.evaluate(_JS_BATCH, exprs))
-        results = list(await asyncio.gather(*jobs))
-        snapshot, title = results.pop(0), results.pop(0)
-        png = results.pop(0) if self.config.screenshot else None
-        ep.fields = [FieldState(**f) for f in results.pop(0)] if "fields" in needs else None
-        ep.js = dict(zip(exprs, results.pop(0), strict=True)) if exprs else {}
+        snapshot, (title, fields, values), *shot = await asyncio.gather(*jobs)
+        png = shot[0] if shot else None
+        ep.fields = [FieldState(**f) for f in fields] if fields is not None else None
+        ep.js = dict(zip(exprs, values, strict=True))
         ep.ax = parse_snapshot(snapshot)
         ep.title = title
         assert ep.variant is not None

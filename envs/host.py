@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
@@ -20,7 +21,14 @@ from playwright.async_api import Browser, Playwright, async_playwright
 
 T = TypeVar("T")
 
+#: the full browser (headed runs, and headless ones when no headless shell is installed)
 CHROMIUM = os.environ.get("AGENTRL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+#: for headless runs: Debian's chromium-headless-shell, the same engine without the full browser's UI
+#: layers (what Playwright itself runs headless), when installed; far less CPU per page load (BENCHMARKS.md)
+HEADLESS_SHELL = os.environ.get("AGENTRL_CHROMIUM") or next(
+    (p for p in ("/usr/lib/chromium/chromium-headless-shell",) if os.access(p, os.X_OK)),
+    shutil.which("chromium-headless-shell") or CHROMIUM,
+)
 CHROME_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -51,6 +59,10 @@ class BrowserHost:
         self._browser: Browser | None = None
         self._launch_lock: asyncio.Lock | None = None
         self.launches = 0
+        # The wall's dead end: a loopback port bound but never listening, so a connection to it is refused
+        # at once. Contexts use it as their proxy for every origin but the sandbox's (`wall_proxy`).
+        self._dead_end = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._dead_end.bind(("127.0.0.1", 0))
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -83,6 +95,18 @@ class BrowserHost:
             raise RuntimeError("BrowserHost.run() called from its own loop; await the coroutine instead")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def wall_proxy(self, origin: str) -> dict[str, str]:
+        """Playwright's per-context ``proxy`` that lets a context reach `origin` and nothing else.
+
+        Every request but those to `origin` (any scheme, host or port, loopback included — Chromium's
+        implicit loopback bypass is removed with ``<-loopback>``, WebSockets too) goes to a proxy that
+        refuses connections, so it fails in the network stack with ERR_PROXY_CONNECTION_FAILED. Unlike
+        request interception (``context.route``), the sandbox's own requests pay nothing for it: on a
+        MiniWoB page load, interception cost ~100 ms of CPU (BENCHMARKS.md)."""
+        host_port = origin.split("://", 1)[-1].rstrip("/")
+        port = self._dead_end.getsockname()[1]
+        return {"server": f"http://127.0.0.1:{port}", "bypass": f"<-loopback>,{host_port}"}
+
     # ------------------------------------------------------------------ browser
     async def browser(self) -> Browser:
         if self._launch_lock is None:
@@ -93,7 +117,7 @@ class BrowserHost:
             if self._pw is None:
                 self._pw = await async_playwright().start()
             self._browser = await self._pw.chromium.launch(
-                executable_path=CHROMIUM, headless=self.headless, args=CHROME_ARGS
+                executable_path=HEADLESS_SHELL if self.headless else CHROMIUM, headless=self.headless, args=CHROME_ARGS
             )
             self.launches += 1
             return self._browser

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian machine (run as root, or with sudo available):
-#   Debian packages (chromium), a .venv in the repo root with agentrl installed (editable) and its extras.
+#   Debian packages (chromium and its headless shell), a .venv in the repo root with agentrl installed (editable) and its extras.
 # Safe to run again: every step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(chromium fonts-dejavu-core xvfb xdotool openbox dbus at-spi2-core libatk-adaptor python3-gi python3-gi-cairo gir1.2-gtk-3.0 gir1.2-atspi-2.0 mousepad xterm)
+APT_PACKAGES=(chromium chromium-headless-shell fonts-dejavu-core xvfb xdotool openbox dbus at-spi2-core libatk-adaptor python3-gi python3-gi-cairo gir1.2-gtk-3.0 gir1.2-atspi-2.0 mousepad xterm)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

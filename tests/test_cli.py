@@ -41,6 +41,18 @@ def test_evaluate_writes_summary(tmp_path: Path) -> None:
     assert "success_rate=100.0%" in r.stdout
 
 
+def test_evaluate_miniwob_with_storage_isolation(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = run("evaluate", "--suite", "miniwob", "--agent", "miniwob-heuristic", "--seeds", "3", "--task",
+            "miniwob.click-checkboxes", "--task", "miniwob.enter-text", "--isolation", "storage", "--no-screenshots",
+            "--no-report", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "summary.json").read_text())["success_rate"] == 1.0
+    assert json.loads((out / "run.json").read_text())["env_config"]["isolation"] == "storage"
+    bad = run("evaluate", "--suite", "miniwob", "--isolation", "tabs", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "--isolation must be context or storage" in bad.stderr
+
+
 def test_run_prints_steps_and_milestones(tmp_path: Path) -> None:
     r = run("run", "accounts-login", "--agent", "scripted", "--seed", "4", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr

@@ -80,6 +80,47 @@ def test_outside_requests_are_blocked_and_recorded(make_env, tmp_path: Path) -> 
     assert "outside the sandbox" in obs["last_action_error"]
 
 
+def test_other_loopback_ports_are_walled_off(make_env) -> None:
+    """The wall is the context's proxy, not a URL filter: a page cannot reach another server on 127.0.0.1 (a
+    judge, a database UI, ...) by fetch, WebSocket or navigation; the sandbox still answers."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Count(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Count)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        env = make_env(LOGIN)
+        obs, _ = env.reset(seed=0)
+        page, run, port = env._env._ep.page, env._host.run, other.server_address[1]
+        got = run(page.evaluate("""async port => ({
+          fetch: await fetch(`http://127.0.0.1:${port}/fetch`).then(r => 'reached', e => 'failed'),
+          ws: await new Promise(ok => { const w = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+                                        w.onopen = () => ok('reached'); w.onerror = () => ok('failed'); }),
+          sandbox: await fetch('/accounts/login').then(r => r.status),
+        })""", port))
+        assert got == {"fetch": "failed", "ws": "failed", "sandbox": 200}, got
+        obs, _, _, _, info = env.step("wait()")
+        assert any(e.kind == "blocked_request" and e.url == f"http://127.0.0.1:{port}/fetch" for e in env._env._ep.events)
+        run(page.evaluate("port => { location.href = `http://127.0.0.1:${port}/nav`; }", port))
+        obs, *_ = env.step("wait()")
+        assert not obs["url"].startswith(f"http://127.0.0.1:{port}")
+        assert hits == [], hits
+    finally:
+        other.shutdown()
+        other.server_close()
+
+
 def test_concurrent_episodes_share_nothing(make_env, tmp_path: Path) -> None:
     a, b = make_env(LOGIN), make_env(LOGIN)
     obs_a, info_a = a.reset(seed=5)

@@ -17,7 +17,7 @@ from agentrl.agents import RandomAgent, ScriptedAgent
 from agentrl.evaluate import run_episode
 from agentrl.miniwob_agent import MiniWoBHeuristicAgent, page_reward, utterance
 from agentrl.suite import load_suite_spec
-from agentrl.taskspec import load_suite
+from agentrl.taskspec import load_suite, load_task
 from agentrl.types import BlockedRequestEvent
 
 SUITE = SUITES_DIR / "miniwob"
@@ -31,8 +31,9 @@ def task(name: str) -> Path:
 def env_for(tmp_path: Path):
     made: list[BrowserEnv] = []
 
-    def make(name: str, isolation: str = "storage") -> BrowserEnv:
-        env = BrowserEnv(task(name), BrowserEnvConfig(root_dir=tmp_path, isolation=isolation, record=False))
+    def make(name: str | Path, isolation: str = "storage") -> BrowserEnv:
+        path = name if isinstance(name, Path) else task(name)
+        env = BrowserEnv(path, BrowserEnvConfig(root_dir=tmp_path, isolation=isolation, record=False))
         made.append(env)
         return env
 
@@ -96,7 +97,44 @@ def test_episodes_are_seeded_and_stay_on_the_sandbox(env_for) -> None:
     assert goals[0] == goals[2] != goals[1], goals
     assert goals[0] and goals[0].startswith('Enter "')
     state = env.sandbox.episode_state(env.episode_id)["miniwob"]
-    assert state == {"seed": 4, "pages": ["enter-text"]}
+    assert state == {"seed": 4, "pages": []}  # the start page was preloaded before the episode existed
+    obs, *_ = env.step(f'goto("{env.task.start.path}")')  # loaded for the episode: seeded by the server
+    assert utterance(parse_snapshot(obs["axtree"])) == goals[0]
+    assert env.sandbox.episode_state(env.episode_id)["miniwob"] == {"seed": 4, "pages": ["enter-text"]}
+
+
+@pytest.mark.parametrize("name", ["enter-text", "click-checkboxes", "read-table"])
+def test_preloaded_start_page_gives_the_same_problem(env_for, tmp_path: Path, name: str) -> None:
+    preloaded = env_for(name)
+    spec = preloaded.task.model_copy(update={"start": preloaded.task.start.model_copy(update={"preload": False})})
+    loaded = BrowserEnv(spec, BrowserEnvConfig(root_dir=tmp_path, isolation="storage", record=False))
+    try:
+        for seed in (0, 7):
+            a, _ = preloaded.reset(seed=seed)
+            b, _ = loaded.reset(seed=seed)
+            assert preloaded._env._ep.preloaded and not loaded._env._ep.preloaded
+            assert a["axtree"] == b["axtree"] and a["url"] == b["url"], seed
+    finally:
+        loaded.close()
+
+
+def test_preload_on_a_page_that_cannot_wait_is_a_clear_error(tmp_path: Path) -> None:
+    spec = load_task(SUITES_DIR / "core" / "reports-total.yaml")
+    spec = spec.model_copy(update={"start": spec.start.model_copy(update={"preload": True})})
+    env = BrowserEnv(spec, BrowserEnvConfig(root_dir=tmp_path, record=False))
+    try:
+        with pytest.raises(ValueError, match=r"start.preload is set.*__agentrlStart"):
+            env.reset(seed=0)
+    finally:
+        env.close()
+
+
+def test_a_half_covered_button_is_clicked_where_it_shows(env_for) -> None:
+    # click-test-2, seed 6: button TWO covers the middle of button ONE, the one to click. Playwright's own
+    # click waits for ONE's middle to be free until it times out; the env clicks the part of ONE that shows.
+    env = env_for("click-test-2")
+    r = run_episode(env, MiniWoBHeuristicAgent(), seed=6)
+    assert r.success and r.steps == 1, r
 
 
 def test_quoted_snapshot_lines_keep_their_ids() -> None:
@@ -112,8 +150,14 @@ def test_app_serves_only_its_package_files() -> None:
     app = MiniWoBApp()
     state = app.new_state(9)
     page = app.handle(Request("GET", "/miniwob/click-test.html", "/miniwob"), state)
-    assert page.status == 200 and b"Math.seedrandom(9)" in page.body and b"core.startEpisodeReal()" in page.body
-    assert app.handle(Request("GET", "/core/core.js", "/miniwob"), state).content_type.startswith("text/javascript")
+    assert page.status == 200 and b"Math.seedrandom(seed)" in page.body and b"core.startEpisodeReal()" in page.body
+    assert b"__agentrlStart(9)" in page.body and not page.immutable and state.pages == ["click-test"]
+    # preloaded: the same page, started later by the env with the episode's seed; no episode saw it
+    pre = app.handle(Request("GET", "/miniwob/click-test.html", "/miniwob", preload=True), state)
+    assert b"window.__agentrlStart = function (seed)" in pre.body and b"__agentrlStart(9)" not in pre.body
+    assert state.pages == ["click-test"]
+    core = app.handle(Request("GET", "/core/core.js", "/miniwob"), state)
+    assert core.content_type.startswith("text/javascript") and core.immutable  # a package file: cacheable
     for bad in ("/../__init__.py", "/../../../../etc/passwd", "/miniwob/nope.html"):
         assert app.handle(Request("GET", bad, "/miniwob"), state).status == 404, bad
     assert app.handle(Request("POST", "/miniwob/click-test.html", "/miniwob"), state).status == 405
@@ -141,9 +185,14 @@ READ_EVERYTHING = """async () => ({
 })"""
 
 
-@pytest.mark.parametrize("isolation", ["storage", "context"])
-def test_next_episode_sees_no_client_state_of_the_previous_one(env_for, isolation: str) -> None:
-    env = env_for("click-test", isolation=isolation)
+@pytest.mark.parametrize(
+    ("start", "isolation"),
+    [("preloaded", "storage"), ("preloaded", "context"), ("loaded at reset", "storage")],
+)
+def test_next_episode_sees_no_client_state_of_the_previous_one(env_for, start: str, isolation: str) -> None:
+    # a preloaded MiniWoB page (the wipe goes straight to the next start page), or a sandbox page loaded at
+    # reset (the wipe goes through the blank page)
+    env = env_for("click-test" if start == "preloaded" else SUITES_DIR / "core" / "reports-open.yaml", isolation)
     env.reset(seed=1)
     first = env._env._ep
     page, context, run = first.page, first.context, env._host.run
@@ -153,20 +202,26 @@ def test_next_episode_sees_no_client_state_of_the_previous_one(env_for, isolatio
     assert before["caches"] == ["leakcache"] and "leak=1" in before["cookie"]
     old_id = env.episode_id
 
-    env.reset(seed=2)
-    ep = env._env._ep
-    assert (ep.context is context) == (isolation == "storage")  # storage mode really reused the context
-    after = run(ep.page.evaluate(READ_EVERYTHING))
-    assert after == {"cookie": "", "local": 0, "session": 0, "name": "", "idb": [], "caches": [],
-                     "history": after["history"]}, after
-    assert after["history"] <= 3  # at most about:blank, the blank sandbox page and this one
-    cookies = run(ep.context.cookies())
-    assert [c["value"] for c in cookies] in ([], [env.episode_id]), cookies  # only this episode's sandbox cookie
-    # server-side state is per episode as always: the old episode is closed, the new one is fresh
-    assert old_id not in env.sandbox.episode_ids() and env.sandbox.episode_state(env.episode_id)["miniwob"]["seed"] == 2
+    # storage mode: `ahead` + 1 = 2 contexts take turns, so the third episode runs in the first one's context
+    for seed in (2, 3):
+        env.reset(seed=seed)
+        ep = env._env._ep
+        assert (ep.context is context) == (isolation == "storage" and seed == 3)
+        after = run(ep.page.evaluate(READ_EVERYTHING))
+        assert after == {"cookie": "", "local": 0, "session": 0, "name": "", "idb": [], "caches": [],
+                         "history": after["history"]}, after
+        assert after["history"] <= 3  # at most about:blank, the blank sandbox page and this one
+        cookies = run(ep.context.cookies())
+        assert [c["value"] for c in cookies] in ([], [env.episode_id]), cookies  # only this episode's cookie
+        # server-side state is per episode as always: the old episode is closed, the new one is fresh
+        assert old_id not in env.sandbox.episode_ids()
+        assert env.sandbox.episode_state(env.episode_id)["miniwob"]["seed"] == seed
     obs, *_ = env.step("back()")
     assert "leak" not in obs["url"]
     # a second tab (the env adopts it as the agent's page) does not survive into the next episode either
-    run(ep.context.new_page())
-    env.reset(seed=3)
-    assert len(env._env._ep.context.pages) == 1
+    tabbed = ep.context
+    run(tabbed.new_page())
+    for seed in (4, 5):
+        env.reset(seed=seed)
+        assert len(env._env._ep.context.pages) == 1
+    assert (env._env._ep.context is tabbed) == (isolation == "storage")
