@@ -44,6 +44,7 @@ from agentrl.sandbox.server import BLANK_PATH, EPISODE_HEADER, PRELOAD_HEADER
 from gymnasium import spaces
 from playwright.async_api import BrowserContext, Dialog, Download, Page, Request, Response
 from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from agentrl.taskspec import TaskSpec, TaskVariant, load_task
 from agentrl.trajectory import TrajectoryWriter
@@ -90,7 +91,7 @@ _FIELDS_JS = """() => {
 # transitions, Web Animations, jQuery effects), and, after scrolling it into view, a point of it is on top:
 # its center if that is, else the first point of a 5 x 5 grid over its box that is (where a person would
 # click an element another one half covers). Returns that point relative to the element's padding box
-# (Playwright's click `position`), or null.
+# (Playwright's click `position`) and whether the click opens a new tab (a link with a target), or null.
 _CLICK_POINT_JS = """el => {
   if (!el.isConnected || el.matches(':disabled')) return null;
   const style = getComputedStyle(el);
@@ -119,7 +120,8 @@ _CLICK_POINT_JS = """el => {
   for (const [fx, fy] of points) {
     const x = box.left + box.width * fx, y = box.top + box.height * fy;
     if (x >= 0 && y >= 0 && x < win.innerWidth && y < win.innerHeight && on(x, y))
-      return {x: x - box.left - parseFloat(style.borderLeftWidth), y: y - box.top - parseFloat(style.borderTopWidth)};
+      return {x: x - box.left - parseFloat(style.borderLeftWidth), y: y - box.top - parseFloat(style.borderTopWidth),
+              tab: !!el.closest('a[href][target]:not([target=""]):not([target="_self"]):not([target="_top"]):not([target="_parent"])')};
   }
   return null;
 }"""
@@ -134,8 +136,14 @@ async def _click(loc: Any, timeout: int) -> None:
         point = await loc.evaluate(_CLICK_POINT_JS, timeout=timeout)
     except PlaywrightError:
         point = None  # e.g. the element is gone: the full click below explains
-    if point:  # still Playwright's click, for its wait on a navigation the click starts
-        await loc.click(force=True, position=point, timeout=timeout)
+    if point and point["tab"]:  # a new tab opens: the env adopts it (`_adopt_page`) once it exists
+        try:
+            async with loc.page.context.expect_page(timeout=timeout):
+                await loc.click(force=True, position={"x": point["x"], "y": point["y"]}, timeout=timeout)
+        except PlaywrightTimeoutError:
+            pass  # the page kept it from opening
+    elif point:  # still Playwright's click, for its wait on a navigation the click starts
+        await loc.click(force=True, position={"x": point["x"], "y": point["y"]}, timeout=timeout)
     else:
         await loc.click(timeout=timeout)
 
@@ -324,6 +332,8 @@ class AsyncBrowserEnv:
             return
         self._wire_page(ep, page)
         ep.page = page
+        if page.url not in ("", "about:blank"):  # its navigation committed before it was wired
+            ep.landed.set()
 
     async def _save_download(self, ep: _Episode, d: Download) -> None:
         assert ep.dir is not None

@@ -38,6 +38,9 @@ CHROME_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    # Episodes leave their pages for good: keeping them frozen in the back/forward cache costs memory and
+    # ~10% of the CPU of a MiniWoB episode (BENCHMARKS.md), and `back()` reloads the page anyway (no-store).
+    "--disable-features=BackForwardCache",
     # Without this Chromium keeps resolving Google hosts on a closed network; also keeps every name but
     # the loopback ones unresolvable, a second wall behind the per-context request blocking.
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
