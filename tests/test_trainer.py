@@ -139,6 +139,8 @@ def test_config_yaml_roundtrip_and_unknown_keys(tmp_path: Path) -> None:
         get_algorithm(cfg.algorithm)
     with pytest.raises(ValueError, match="did you mean 'group_size'"):
         TrainConfig.from_dict({"grop_size": 3})
+    with pytest.raises(ValueError, match="isolation must be 'context' or 'storage'"):
+        TrainConfig.from_dict({"isolation": "tabs"})
 
 
 def test_rewarded_action_gets_more_likely_in_the_real_env(tiny) -> None:

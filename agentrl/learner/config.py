@@ -54,6 +54,9 @@ class TrainConfig:
     group_size: int = 8  # G rollouts per (task, seed) group, same seeded start state
     groups_per_step: int = 16
     num_envs: int = 32  # concurrent browser envs (one Chromium, one event loop)
+    # "context": a new browser context per episode; "storage": two per env taking turns, wiped in the
+    # background (faster; BrowserEnvConfig.isolation)
+    isolation: str = "context"
     temperature: float = 1.0
     # --- optimisation
     lr: float = 3e-4
@@ -75,6 +78,10 @@ class TrainConfig:
     threads: int = 1  # torch.set_num_threads
     tensorboard: bool = False  # also log to TensorBoard when torch.utils.tensorboard imports
     out_dir: str = "runs/train"
+
+    def __post_init__(self) -> None:
+        if self.isolation not in ("context", "storage"):
+            raise ValueError(f"isolation must be 'context' or 'storage', not {self.isolation!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

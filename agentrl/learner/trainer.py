@@ -166,6 +166,7 @@ def train(
         extra_actions=cfg.extra_actions, observation=cfg.observation, described=cfg.described_actions,
         env_config=BrowserEnvConfig(
             record=False, keep_episode_dirs=False, action_timeout_ms=20_000, settle_timeout_ms=20_000,
+            isolation=cfg.isolation,
             router=RouterConfig.model_validate(cfg.reward_router) if cfg.reward_router else None,
         ),
     )
