@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
-from agentrl.envs.host import HEADLESS_SHELL
+from agentrl.envs.host import HEADLESS_SHELL, BrowserHost
 from agentrl.suites import SUITES_DIR
 
 from agentrl.miniwob_agent import MiniWoBHeuristicAgent, page_reward
@@ -55,6 +55,8 @@ def run_task(task: str, isolation: str, episodes: int, root: Path, ahead: int = 
     """One task, `episodes` seeds: reset/step times, success, and agreement with the page's own reward."""
     t0 = time.perf_counter()
     env = BrowserEnv(SUITES_DIR / "miniwob" / f"miniwob.{task}.yaml", BrowserEnvConfig(root_dir=root, isolation=isolation, ahead=ahead))
+    host = BrowserHost.shared()
+    host.run(host.browser())  # launched (for the first task) at creation, as the Farama and floor sides do
     create_s = time.perf_counter() - t0
     resets, steps, nonterm, wins, agree = [], [], [], 0, 0
     wall0 = time.perf_counter()

@@ -8,7 +8,7 @@ One action per step, written as a call::
 
 ``upload`` sets a file input to a file of the episode's own directory (a path relative to it).
 
-Element ids are the ``[ref=…]`` ids of the observation (``e12``; ``f1e12`` after a navigation). The parser digs the action out of LLM output:
+Element ids are the ``[ref=…]`` ids of the observation (``e12``; ``f1e12`` in an iframe). The parser digs the action out of LLM output:
 an ``Action:`` line wins, then the last fenced code block, then the last call in the text. It never
 raises on bad input from the agent: :func:`parse_action` returns an :class:`ActionError` that the env
 turns into an error observation.

@@ -83,6 +83,30 @@ def _unquote_key(line: str) -> str:
     return line[: len(line) - len(body)] + "- " + m.group(1).replace("''", "'") + m.group(2)
 
 
+_REF = re.compile(r"\[ref=(f\d+)?e(\d+)\]")
+
+
+def stable_refs(snapshot: str) -> tuple[str, dict[str, str]]:
+    """The snapshot with ids that depend on the page only, and a map from those ids back to Playwright's.
+
+    Playwright prefixes an element's ref with its frame's number (``f3e12``), and it gives the main frame a
+    new number on every new document after the first: the same page would show other ids in an episode
+    whose tab had loaded more pages before (a reused context, a fresh one with a preloaded start page).
+    Here the main frame's elements are ``eN`` and each iframe's ``fKeN``, K counting frames in the order
+    the snapshot shows them; N is Playwright's own per-document counter.
+    """
+    frames: dict[str, str] = {}
+    back: dict[str, str] = {}
+
+    def rename(m: re.Match) -> str:
+        raw = m.group(1) or ""
+        mine = frames.setdefault(raw, f"f{len(frames)}" if frames else "") + "e" + m.group(2)
+        back[mine] = raw + "e" + m.group(2)
+        return f"[ref={mine}]"
+
+    return _REF.sub(rename, snapshot), back
+
+
 def parse_snapshot(text: str) -> AXTree:
     elements: list[Element] = []
     for line in text.splitlines():

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urljoin
 import gymnasium as gym
 import numpy as np
 from agentrl.envs.actions import Action, ActionError, parse_action
-from agentrl.envs.axtree import AXTree, parse_snapshot
+from agentrl.envs.axtree import AXTree, parse_snapshot, stable_refs
 from agentrl.envs.host import BrowserHost
 from agentrl.envs.sandboxes import default_sandbox
 from agentrl.envs.spaces import AnyText
@@ -155,6 +155,10 @@ _JS_BATCH = """exprs => exprs.map(e => { try { const v = (0, eval)(e); return v 
 _PAGE_STATE_JS = f"""([fields, exprs]) => [document.title, fields ? ({_FIELDS_JS})() : null, ({_JS_BATCH})(exprs)]"""
 
 
+#: clean contexts a host keeps for coming envs, per origin and viewport (`AsyncBrowserEnv._hand_back`)
+_SPARES = 4
+
+
 @dataclass
 class BrowserEnvConfig:
     """Run-time options of the browser env (the task file says what to do; this says how to run it)."""
@@ -175,7 +179,8 @@ class BrowserEnvConfig:
     #: its page leaves (for a blank page, or a preloaded start page) and all client state is wiped in the
     #: background (cookies, local/session storage, IndexedDB, Cache Storage, service workers, permissions,
     #: window.name, history, other tabs; the HTTP cache holds only immutable files); proved by
-    #: tests/test_miniwob.py; several times faster (BENCHMARKS.md).
+    #: tests/test_miniwob.py; several times faster (BENCHMARKS.md). At close the env hands its contexts,
+    #: wiped, to its host, and the next env with the same origin and viewport starts in them.
     isolation: Literal["context", "storage"] = "context"
     #: how many contexts are made ready for the coming episodes while one runs (new or wiped, and with the
     #: task's start page loaded if it has ``start.preload``); more overlaps more of that work with acting
@@ -204,6 +209,7 @@ class _Episode:
     writer: TrajectoryWriter | None = None
     t: int = 0
     ax: AXTree | None = None
+    refs: dict[str, str] = field(default_factory=dict)  # the observation's element ids -> Playwright's refs
     title: str = ""
     fields: list[FieldState] | None = None
     js: dict[str, Any] = field(default_factory=dict)
@@ -215,6 +221,9 @@ class _Episode:
     preloaded: bool = False  # the task's start page is loaded and waits for its seed (start.preload)
     last_text: str = ""  # the observation the agent acted on (the reward router's o_t)
     history: list[str] = field(default_factory=list)  # actions sent so far
+    #: the env's handlers on the context and its pages, as (emitter, event, handler): kept across wipes,
+    #: removed when the context goes to another env (`AsyncBrowserEnv._unwire`)
+    wired: list[tuple[Any, str, Any]] = field(default_factory=list)
 
 
 class AsyncBrowserEnv:
@@ -266,6 +275,11 @@ class AsyncBrowserEnv:
         await page.goto(self.origin + BLANK_PATH, wait_until="commit")
         ep.idle.set()
         ep.landed.set()
+        self._wire(ep)
+        return ep
+
+    def _wire(self, ep: _Episode) -> None:
+        """Connect the context's and the page's events to `ep` (what `_unwire` undoes)."""
 
         def on_request(req: Request) -> None:
             ep.inflight += 1
@@ -297,13 +311,13 @@ class AsyncBrowserEnv:
                 RequestEvent(method=req.method, url=req.url, status=resp.status, fields=_body_fields(req))
             )
 
-        ctx.on("request", on_request)
-        ctx.on("requestfinished", on_request_done)
-        ctx.on("requestfailed", on_request_failed)
-        ctx.on("response", on_response)
-        ctx.on("page", lambda p: self._adopt_page(ep, p))
-        self._wire_page(ep, page)
-        return ep
+        for event, fn in (
+            ("request", on_request), ("requestfinished", on_request_done), ("requestfailed", on_request_failed),
+            ("response", on_response), ("page", lambda p: self._adopt_page(ep, p)),
+        ):
+            ep.context.on(event, fn)
+            ep.wired.append((ep.context, event, fn))
+        self._wire_page(ep, ep.page)
 
     def _wire_page(self, ep: _Episode, page: Page) -> None:
         def on_nav(frame: Any) -> None:
@@ -322,9 +336,15 @@ class AsyncBrowserEnv:
             ep.downloads.append(asyncio.ensure_future(self._save_download(ep, d)))
             ep.landed.set()
 
-        page.on("framenavigated", on_nav)
-        page.on("dialog", on_dialog)
-        page.on("download", on_download)
+        for event, fn in (("framenavigated", on_nav), ("dialog", on_dialog), ("download", on_download)):
+            page.on(event, fn)
+            ep.wired.append((page, event, fn))
+
+    @staticmethod
+    def _unwire(ep: _Episode) -> None:
+        for emitter, event, fn in ep.wired:
+            emitter.remove_listener(event, fn)
+        ep.wired.clear()
 
     def _adopt_page(self, ep: _Episode, page: Page) -> None:
         """A popup or target=_blank page becomes the page the agent works in."""
@@ -353,6 +373,8 @@ class AsyncBrowserEnv:
         """A context for a coming episode: `ep`'s, wiped (isolation="storage"), or a new one; for a task with
         ``start.preload``, with the start page loaded in it, waiting for its seed. Runs in the background."""
         start = self.spec.start.path if self.spec.start.preload else None
+        if ep is None and self.config.isolation == "storage":
+            ep = self._take_spare()
         if ep is not None:
             try:
                 await self._wipe(ep, start)
@@ -375,9 +397,43 @@ class AsyncBrowserEnv:
             # Playwright's in-page helpers are compiled per document on first use (~20 ms): now, not at reset
             # (a snapshot of <head> in the default mode: an "ai" snapshot would number the elements, and the first
             # observation's ids would then differ from those of the same page loaded at reset)
-            await ep.page.locator("head").aria_snapshot()
+            head = ep.page.locator("head")
+            await asyncio.gather(head.aria_snapshot(), head.evaluate("() => 0"))  # its utility and main worlds
             ep.preloaded = True
         return ep
+
+    @property
+    def _spare_key(self) -> tuple:
+        return (self.origin, tuple(self.config.viewport))
+
+    def _take_spare(self) -> _Episode | None:
+        """A context another env of this host handed back clean (`_hand_back`), wired to this env."""
+        spare = self.host.spare.get(self._spare_key, [])
+        while spare:
+            ep = spare.pop()
+            if ep.context.browser is not None and ep.context.browser.is_connected() and not ep.page.is_closed():
+                self._wire(ep)
+                return ep
+        return None
+
+    async def _hand_back(self, ep: _Episode) -> None:
+        """isolation="storage", at close: wipe the context (its page left for the blank page) and leave it
+        to the host for the next env with the same origin and viewport, which wipes it again for its own
+        start page. It keeps its HTTP cache of immutable files, its warm renderer and V8's code cache: a
+        new env's first reset then costs a wipe instead of a new context (BENCHMARKS.md). Beyond
+        `_SPARES` kept per key, or if the wipe fails, the context is closed."""
+        spare = self.host.spare.setdefault(self._spare_key, [])
+        if len(spare) < _SPARES:
+            self.sandbox.close_episode(ep.id)
+            try:
+                await self._wipe(ep)
+            except PlaywrightError:
+                pass
+            else:
+                self._unwire(ep)
+                spare.append(ep)
+                return
+        self._retire(ep)
 
     def _keep_ready(self) -> None:
         """Start making contexts ready until `ahead` are on their way."""
@@ -438,7 +494,7 @@ class AsyncBrowserEnv:
             ep.cdp.send("Page.resetNavigationHistory"),
             ep.page.evaluate("() => { sessionStorage.clear(); window.name = ''; }"),
         )
-        fresh = _Episode(context=ep.context, page=ep.page, cdp=ep.cdp, cdp_page=ep.cdp_page)
+        fresh = _Episode(context=ep.context, page=ep.page, cdp=ep.cdp, cdp_page=ep.cdp_page, wired=ep.wired)
         fresh.idle.set()  # the blank page has nothing in flight; late events of the old page clamp at 0
         fresh.landed.set()
         for f in dataclasses.fields(_Episode):  # the handlers stay wired to this object: reset it in place
@@ -613,14 +669,21 @@ class AsyncBrowserEnv:
         )
 
     async def close(self) -> None:
+        storage = self.config.isolation == "storage" and self.host.is_alive()
         if self._ep is not None:
             self._finish(self._ep, truncation_reason="env closed")
-            self._retire(self._ep)
+            if storage:
+                await self._hand_back(self._ep)
+            else:
+                self._retire(self._ep)
             self._ep = None
         while self._ready:
             try:
                 ep = await self._ready.popleft()
-                await ep.context.close()
+                if storage:
+                    await self._hand_back(ep)
+                else:
+                    await ep.context.close()
             except (PlaywrightError, ValueError):
                 pass
         if self._closing:
@@ -669,7 +732,7 @@ class AsyncBrowserEnv:
             value=action.args[-1] if action.args and action.name != "click" else None,
         )
         try:
-            loc = page.locator(f"aria-ref={action.target}") if action.target else None
+            loc = page.locator(f"aria-ref={ep.refs[action.target]}") if action.target else None
             match action.name:
                 case "click":
                     await _click(loc, timeout)
@@ -755,7 +818,8 @@ class AsyncBrowserEnv:
         ]
         if self.config.screenshot:
             jobs.append(page.screenshot(type="png"))
-        snapshot, (title, fields, values), *shot = await asyncio.gather(*jobs)
+        raw_snapshot, (title, fields, values), *shot = await asyncio.gather(*jobs)
+        snapshot, ep.refs = stable_refs(raw_snapshot)
         png = shot[0] if shot else None
         ep.fields = [FieldState(**f) for f in fields] if fields is not None else None
         ep.js = dict(zip(exprs, values, strict=True))

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import threading
+import uuid
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,6 +63,13 @@ class BrowserHost:
         self._browser: Browser | None = None
         self._launch_lock: asyncio.Lock | None = None
         self.launches = 0
+        # an unknown switch that Chromium ignores, so that `restart` can tell this host's browser process
+        # from those of other hosts in the same process (another loop's, a test's)
+        self._tag = f"--agentrl-host={uuid.uuid4().hex}"
+        #: contexts that envs handed back clean (`AsyncBrowserEnv.close` with isolation="storage"), by what
+        #: fixes a context for good (the origin its proxy lets through, the viewport): the next env with the
+        #: same key takes one instead of making a new one (with an empty HTTP cache and a new renderer)
+        self.spare: dict[tuple, list[Any]] = {}
         # The wall's dead end: a loopback port bound but never listening, so a connection to it is refused
         # at once. Contexts use it as their proxy for every origin but the sandbox's (`wall_proxy`).
         self._dead_end = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -119,21 +127,25 @@ class BrowserHost:
                 return self._browser
             if self._pw is None:
                 self._pw = await async_playwright().start()
+            self.spare.clear()  # contexts of a browser that died
             self._browser = await self._pw.chromium.launch(
-                executable_path=HEADLESS_SHELL if self.headless else CHROMIUM, headless=self.headless, args=CHROME_ARGS
+                executable_path=HEADLESS_SHELL if self.headless else CHROMIUM, headless=self.headless,
+                args=[*CHROME_ARGS, self._tag],
             )
             self.launches += 1
             return self._browser
 
     async def restart(self) -> None:
-        """Kill this host's Chromium (whatever state it is in) so the next `browser()` launches a new one."""
+        """Kill this host's Chromium (whatever state it is in) so the next `browser()` launches a new one.
+        Other hosts' browsers in the same process live on."""
         browser, self._browser = self._browser, None
+        self.spare.clear()
         if browser is not None:
             try:
                 await asyncio.wait_for(browser.close(), timeout=5)
             except (Exception, TimeoutError):  # noqa: BLE001 - a stuck or dead browser is what we are fixing
                 pass
-        for pid in browser_pids():
+        for pid in browser_pids(tag=self._tag):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -143,6 +155,7 @@ class BrowserHost:
         return self._browser is not None and self._browser.is_connected()
 
     async def aclose(self) -> None:
+        self.spare.clear()
         if self._browser is not None:
             try:
                 await self._browser.close()
@@ -154,11 +167,13 @@ class BrowserHost:
             self._pw = None
 
 
-def browser_pids(root_pid: int | None = None) -> list[int]:
-    """PIDs of Chromium processes descending from `root_pid` (default: this process), read from /proc."""
+def browser_pids(root_pid: int | None = None, *, tag: str | None = None) -> list[int]:
+    """PIDs of Chromium processes descending from `root_pid` (default: this process), read from /proc; with
+    `tag`, only the browser launched with that switch (a host's `_tag`) and its child processes."""
     root_pid = root_pid or os.getpid()
     children: dict[int, list[int]] = {}
     names: dict[int, str] = {}
+    tagged: set[int] = set()
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
@@ -173,10 +188,18 @@ def browser_pids(root_pid: int | None = None) -> list[int]:
             continue
         children.setdefault(int(fields[1]), []).append(int(d.name))
         names[int(d.name)] = comm
-    out, stack = [], [root_pid]
+        if tag is not None and "chrom" in comm:
+            try:
+                if tag.encode() in (d / "cmdline").read_bytes().split(b"\0"):
+                    tagged.add(int(d.name))
+            except OSError:
+                continue
+    out, stack = [], [(root_pid, tag is None)]
     while stack:
-        for c in children.get(stack.pop(), []):
-            stack.append(c)
-            if "chrom" in names.get(c, ""):
+        pid, inside = stack.pop()
+        for c in children.get(pid, []):
+            mine = inside or c in tagged
+            stack.append((c, mine))
+            if mine and "chrom" in names.get(c, ""):
                 out.append(c)
     return out

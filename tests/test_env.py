@@ -7,7 +7,9 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import re
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import gymnasium as gym
 import pytest
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.envs.browser import AsyncBrowserEnv, BrowserEnv, BrowserEnvConfig
-from agentrl.envs.host import browser_pids
+from agentrl.envs.host import BrowserHost, browser_pids
 from agentrl.suites import SUITES_DIR
 from conftest import act
 from gymnasium.utils.env_checker import check_env
@@ -157,6 +159,30 @@ def test_downloads_stay_in_their_episode_dir(make_env, tmp_path: Path) -> None:
     assert not [p for p in new_tmp if p.is_file()], new_tmp
 
 
+@pytest.mark.parametrize("isolation", ["context", "storage"])
+def test_element_ids_depend_on_the_page_only(make_env, isolation: str) -> None:
+    # Playwright numbers a tab's documents into its refs (f3e12); the env's ids must not show how many
+    # pages the tab loaded before (a reused context in storage mode, a preloaded start page)
+    env = make_env(LOGIN, isolation=isolation, record=False)
+    first, _ = env.reset(seed=0)
+    for seed in (1, 2, 3):
+        env.reset(seed=seed)
+    again, _ = env.reset(seed=0)
+    assert again["axtree"] == first["axtree"]
+    refs = parse_snapshot(first["axtree"]).refs()
+    assert refs and all(re.fullmatch(r"e\d+", r) for r in refs), refs
+    # an iframe's elements are f1eN, and an action on them reaches the right frame
+    page, run = env._env._ep.page, env._host.run
+    run(page.evaluate("""() => { const f = document.createElement('iframe');
+        f.srcdoc = '<button onclick="parent.document.title = \\'inner clicked\\'">Inner</button>';
+        document.body.prepend(f); return new Promise(ok => f.onload = ok); }"""))
+    obs, *_ = env.step("wait()")
+    inner = [e for e in parse_snapshot(obs["axtree"]).elements if e.name == "Inner"]
+    assert len(inner) == 1 and re.fullmatch(r"f1e\d+", inner[0].ref), obs["axtree"]
+    obs, *_ = env.step(f"click({inner[0].ref})")
+    assert obs["title"] == "inner clicked", obs["last_action_error"]
+
+
 def test_killed_browser_truncates_and_next_reset_recovers(make_env) -> None:
     env = make_env(LOGIN)
     obs, _ = env.reset(seed=0)
@@ -262,6 +288,33 @@ def test_no_browser_process_outlives_the_host() -> None:
     time.sleep(0.5)
     alive = [pid for pid in pids if Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]]
     assert not alive, f"Chromium processes outlived their worker: {alive}"
+
+
+def test_restart_kills_only_its_hosts_browser(make_env) -> None:
+    # two hosts in one process (the sync envs' shared one, and one on another loop thread): a stuck
+    # browser relaunched by one must not take the other's episodes down
+    env = make_env(LOGIN)
+    env.reset(seed=0)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    other = BrowserHost(loop)
+    try:
+        other.run(other.browser())
+        theirs, ours = set(browser_pids(tag=other._tag)), set(browser_pids(tag=env._host._tag))
+        assert theirs and ours and not theirs & ours and theirs | ours <= set(browser_pids())
+        other.run(other.restart())
+        deadline = time.time() + 10
+        while any(Path(f"/proc/{p}").exists() and " Z " not in Path(f"/proc/{p}/stat").read_text() for p in theirs):
+            assert time.time() < deadline, "the restarted host's Chromium survived"
+            time.sleep(0.05)
+        assert env._host.is_alive() and set(browser_pids(tag=env._host._tag)) == ours
+        _, _, _, truncated, info = env.step('scroll("down")')  # this host's episode goes on
+        assert not truncated, info["truncation_reason"]
+    finally:
+        other.run(other.aclose())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
 
 
 def _report_pids(task: str, q) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from agentrl.envs.axtree import parse_snapshot
-from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+from agentrl.envs.browser import _SPARES, BrowserEnv, BrowserEnvConfig
 from agentrl.sandbox.apps.base import Request
 from agentrl.sandbox.apps.miniwob import MiniWoBApp
 from agentrl.suites import SUITES_DIR
@@ -225,3 +225,47 @@ def test_next_episode_sees_no_client_state_of_the_previous_one(env_for, start: s
         env.reset(seed=seed)
         assert len(env._env._ep.context.pages) == 1
     assert (env._env._ep.context is tabbed) == (isolation == "storage")
+
+
+def test_a_closed_envs_contexts_go_clean_to_the_next_env(env_for) -> None:
+    # isolation="storage": at close an env wipes its contexts and leaves them to its host; the next env with
+    # the same origin and viewport starts in one of them (warm cache and renderer), wired to itself only
+    a = env_for("click-test")
+    a.reset(seed=1)
+    run, host = a._host.run, a._host
+    assert run(a._env._ep.page.evaluate(WRITE_EVERYWHERE))
+    a_contexts = {a._env._ep.context} | {run(_awaited(t)).context for t in a._env._ready}
+    assert len(a_contexts) == 2
+    key = a._env._spare_key
+    before = len(host.spare.get(key, []))
+    a.close()
+    assert len(host.spare[key]) == min(_SPARES, before + 2)
+
+    b = env_for("enter-text")
+    obs, info = b.reset(seed=2)
+    ep = b._env._ep
+    assert ep.context in a_contexts  # reused, not made
+    after = run(ep.page.evaluate(READ_EVERYTHING))
+    assert after == {"cookie": "", "local": 0, "session": 0, "name": "", "idb": [], "caches": [],
+                     "history": after["history"]}, after
+    # one handler per event: a's were removed when it handed the context back
+    assert all(len(ep.context._impl_obj.listeners(e)) == 1 for e in ("request", "requestfinished", "response", "page"))
+    assert len(ep.page._impl_obj.listeners("framenavigated")) == 1
+    agent = MiniWoBHeuristicAgent()
+    agent.reset(obs, info, b.variant)
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = b.step(agent.act(obs))
+        done = terminated or truncated
+    assert info["success"] and page_reward(b) == (True, 1.0)
+
+    # a context-isolated env never hands back: its contexts share nothing by construction
+    n = len(host.spare[key])
+    c = env_for("click-test", isolation="context")
+    c.reset(seed=0)
+    c.close()
+    assert len(host.spare[key]) == n
+
+
+async def _awaited(task):
+    return await task
