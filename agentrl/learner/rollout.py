@@ -179,9 +179,8 @@ class RolloutEngine:
         self.env_config = env_config or BrowserEnvConfig(
             record=False, keep_episode_dirs=False, action_timeout_ms=20_000, settle_timeout_ms=20_000
         )
-        if self.env_config.router is not None and not isinstance(self.env_config.router, RewardRouter):
-            # one router (and so one R_phi / judge client) shared by every env of the engine
-            self.env_config = dataclasses.replace(self.env_config, router=RewardRouter.from_config(self.env_config.router))
+        # one router (and so one R_phi / judge client) shared by every env of the engine
+        self.env_config = dataclasses.replace(self.env_config, router=RewardRouter.of(self.env_config.router))
         self.host = host or BrowserHost.shared()
         self.batch_wait_s = batch_wait_s
         self._free: dict[str, list[AsyncBrowserEnv]] = {}
