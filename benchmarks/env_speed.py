@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed of agentrl's BrowserEnv against the raw-Playwright floor, on the bundled tasks, in one run.
 
-Both sides drive the same Chromium against the same sandbox pages with the same oracle actions:
+Both sides drive the same Chromium (the headless shell when installed) against the same sandbox pages with the same oracle actions:
 - floor: sync Playwright, a new browser context per episode, per step one action plus one AI-mode
   ARIA snapshot (the observation that carries element ids). No env, no events, no detectors, no settling.
 - env:   `BrowserEnv.reset/step` with the scripted agent: settle on load/network signals, events,
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.envs.browser import EPISODE_HEADER, BrowserEnv, BrowserEnvConfig
-from agentrl.envs.host import CHROME_ARGS, CHROMIUM
+from agentrl.envs.host import CHROME_ARGS, HEADLESS_SHELL
 from agentrl.envs.sandboxes import default_sandbox
 from agentrl.suites import SUITES_DIR
 from playwright.sync_api import sync_playwright
@@ -36,7 +36,7 @@ from agentrl.taskspec import TaskSpec, load_suite
 
 class Floor:
     def __init__(self, pw, screenshot: bool) -> None:
-        self.browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
+        self.browser = pw.chromium.launch(executable_path=HEADLESS_SHELL, headless=True, args=CHROME_ARGS)  # the env's
         self.screenshot = screenshot
         self.sandbox = default_sandbox()
         self.context = None
