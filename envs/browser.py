@@ -478,6 +478,7 @@ class AsyncBrowserEnv:
         for p in ep.context.pages:
             if p is not ep.page:
                 await p.close()
+        ep.wired[:] = [w for w in ep.wired if not isinstance(w[0], Page) or w[0] is ep.page]  # closed tabs'
         if ep.downloads:  # finish the previous episode's downloads into its own directory first
             await asyncio.wait(ep.downloads, timeout=self.config.settle_timeout_ms / 1000)
         if start:
