@@ -416,17 +416,19 @@ class AsyncBrowserEnv:
                 return ep
         return None
 
-    async def _hand_back(self, ep: _Episode) -> None:
-        """isolation="storage", at close: wipe the context (its page left for the blank page) and leave it
-        to the host for the next env with the same origin and viewport, which wipes it again for its own
-        start page. It keeps its HTTP cache of immutable files, its warm renderer and V8's code cache: a
-        new env's first reset then costs a wipe instead of a new context (BENCHMARKS.md). Beyond
-        `_SPARES` kept per key, or if the wipe fails, the context is closed."""
+    async def _hand_back(self, ep: _Episode, *, clean: bool = False) -> None:
+        """isolation="storage", at close: wipe the context (its page left for the blank page; not again if
+        it is `clean`, i.e. made ready for an episode that never came) and leave it to the host for the
+        next env with the same origin and viewport, which wipes it again for its own start page. It keeps
+        its HTTP cache of immutable files, its warm renderer and V8's code cache: a new env's first reset
+        then costs a wipe instead of a new context (BENCHMARKS.md). Beyond `_SPARES` kept per key, or if
+        the wipe fails, the context is closed."""
         spare = self.host.spare.setdefault(self._spare_key, [])
         if len(spare) < _SPARES:
             self.sandbox.close_episode(ep.id)
             try:
-                await self._wipe(ep)
+                if not clean:
+                    await self._wipe(ep)
             except PlaywrightError:
                 pass
             else:
@@ -682,7 +684,7 @@ class AsyncBrowserEnv:
             try:
                 ep = await self._ready.popleft()
                 if storage:
-                    await self._hand_back(ep)
+                    await self._hand_back(ep, clean=True)
                 else:
                     await ep.context.close()
             except (PlaywrightError, ValueError):
