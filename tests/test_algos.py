@@ -281,7 +281,9 @@ def test_aggregations_with_global_counts_and_empty_rows():
     assert AGGREGATIONS.get("seq-mean-token-mean")(AV, AM, global_seqs=5).item() == pytest.approx(1.1)
     with pytest.raises(ValueError, match="norm_tokens"):
         AGGREGATIONS.get("seq-mean-token-sum-norm")(AV, AM, global_seqs=2)
-    assert global_normalisers(m) == {"global_tokens": 3.0, "global_seqs": 2.0}
+    norms = global_normalisers(m)
+    assert (norms["global_tokens"], norms["global_seqs"]) == (3.0, 2.0)
+    assert norms["row_tokens"].tolist() == [2, 1, 0]
 
 
 # ---------------------------------------------------------------- clipped policy loss
@@ -458,7 +460,8 @@ def test_grad_accumulation_invariance(name, hp, agg, split):
     total_grad = torch.zeros_like(d["logp"])
     start = 0
     for size in split:
-        loss, grad = run_loss(name, mask, d, slice(start, start + size), agg, norms, hp)
+        rows = slice(start, start + size)  # row_tokens are per row: a micro-batch of rows takes its slice
+        loss, grad = run_loss(name, mask, d, rows, agg, {**norms, "row_tokens": norms["row_tokens"][rows]}, hp)
         total_loss += loss
         total_grad += grad
         start += size

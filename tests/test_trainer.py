@@ -14,21 +14,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import synthetic_batch
 
 from agentrl.learner.algos import get_algorithm
+from agentrl.learner.batch import make_batch, plan_micro_batches
 from agentrl.learner.config import SHORT_SYSTEM_PROMPT, TrainConfig
-from agentrl.learner.rollout import GroupJob, RolloutEngine, Trajectory, Turn
+from agentrl.learner.rollout import GroupJob, RolloutEngine
 from agentrl.learner.trainer import UpdateNotSyncedError, check_sync
-from agentrl.learner.update import Learner, make_batch, packed_forward
+from agentrl.learner.update import Learner
 from agentrl.policy.generation import HFGenerator, WeightSyncError
 from agentrl.policy.model import build_tiny_policy
 from agentrl.policy.prompt import PromptBuilder
 from agentrl.taskspec import load_task
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = '- main [ref=e1]:\n  - heading "Save" [level=2] [ref=e2]\n  - button "{b}" [ref=e3]\n  - link "Open" [ref=e4]'
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _threads() -> None:
     torch.set_num_threads(1)
@@ -39,46 +38,27 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
     return build_tiny_policy(tmp_path_factory.mktemp("tiny"), seed=0)
 
 
-def synthetic_batch(model, tok, groups: int = 3, size: int = 4, turns: int = 2) -> list[Trajectory]:
-    """Recorded-looking trajectories (ids and log-probs from the model itself) with varied rewards."""
-    gen = HFGenerator(model, tok)
-    builder = PromptBuilder(tok, system=SHORT_SYSTEM_PROMPT)
-    cands = ["click(e2)", "click(e3)", "click(e4)"]
-    out = []
-    for g in range(groups):
-        for i in range(size):
-            tr = Trajectory("t", seed=g, group=g, sample=i)
-            for k in range(1 + (i + g) % turns):
-                prompt = builder.build("Click the button.", PAGE.format(b=f"B{g}{k}"), tr_actions(tr)).ids
-                sc = gen.score_candidates([prompt], [cands])[0]
-                c = (i + k) % 3
-                tr.turns.append(Turn(
-                    prompt_ids=prompt, completion_ids=list(sc.token_ids[c]), logprobs=list(sc.token_logprobs[c]),
-                    action=cands[c], candidates=cands, candidate_ids=[list(x) for x in sc.token_ids], candidate_index=c,
-                    candidate_entropy=sc.entropy(), seq_logprob_restricted=float(sc.log_probs()[c]),
-                    reward=float(c == 1) * (1 + g) / 2,
-                ))
-            out.append(tr)
-    return out
-
-
-def tr_actions(tr: Trajectory) -> list[str]:
-    return [t.action for t in tr.turns]
+def learner_for(model, algo: str, **kw) -> Learner:
+    over = {"loss_kwargs": {"kl_coef": 0.05}} if algo == "grpo" else {}
+    preset = get_algorithm(algo, **over)
+    return Learner(model, preset, norm_length=2, overlong=(64, 16) if preset.overlong else None, **kw)
 
 
 @pytest.mark.parametrize("algo", ["drgrpo", "grpo", "dapo", "ppo", "rloo"])
-def test_loss_and_grads_invariant_to_micro_batch_split(tiny, algo: str) -> None:
+def test_memory_token_budget_micro_batches_give_the_full_batch_loss_and_grads(tiny, algo: str) -> None:
     model, tok = tiny
     trajs = synthetic_batch(model, tok)
-    kw = {"loss_kwargs": {"kl_coef": 0.05}} if algo == "grpo" else {}
-    learner = Learner(copy.deepcopy(model), get_algorithm(algo, **kw), entropy_coef=0.05)
+    learner = learner_for(copy.deepcopy(model), algo, entropy_coef=0.05)
     batch, _ = learner.prepare(trajs)
     assert batch is not None
+    longest = max(k.tokens for k in batch.keys)
+    budgets = (10**9, 1, 2 * longest + 1)  # one forward; one key per forward; two keys per forward
+    assert [len(plan_micro_batches(batch.keys, b)) for b in budgets][:2] == [1, len(batch.keys)]
     grads = []
-    for split in (100, 1, 2):  # all groups in one micro-batch; one group each; 2 + 1
-        m = learner.accumulate(batch, groups_per_micro=split)
-        params = [p for g in learner.optimizer.param_groups for p in g["params"]]
-        grads.append((m["loss_total"], [p.grad.clone() for p in params if p.grad is not None]))
+    for budget in budgets:
+        m = learner.accumulate(batch, token_budget=budget)
+        params = [p for p, _ in learner.optimizer.pairs]
+        grads.append((float(m["loss_total"]), [p.grad.clone() for p in params if p.grad is not None]))
     for loss, g in grads[1:]:
         assert loss == pytest.approx(grads[0][0], abs=1e-5)
         assert len(g) == len(grads[0][1])
@@ -86,17 +66,13 @@ def test_loss_and_grads_invariant_to_micro_batch_split(tiny, algo: str) -> None:
             torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-4)
 
 
-def test_loss_only_on_completion_tokens_and_recorded_ids(tiny) -> None:
+def test_candidate_turn_is_one_unit_with_the_sampling_distributions_logprob(tiny) -> None:
     model, tok = tiny
     trajs = synthetic_batch(model, tok, groups=1, size=2)
     batch = make_batch(trajs)
-    # T = completion tokens of all turns; the prompt (observation) tokens are not in the loss tensors at all
-    assert batch.token_mask.sum() == sum(len(t.completion_ids) for tr in trajs for t in tr.turns)
-    t = trajs[0].turns[0]
-    key = (tuple(t.prompt_ids), tuple(tuple(c) for c in t.candidate_ids))
-    with torch.no_grad():
-        lp = packed_forward(model, key).token_logps[t.candidate_index]
-    torch.testing.assert_close(lp, torch.tensor(t.logprobs), atol=1e-4, rtol=0)
+    # one loss unit per candidate turn: the choice among the candidates, not the candidate's tokens
+    assert batch.token_mask.sum() == sum(len(tr.turns) for tr in trajs)
+    assert batch.old_logp[0, 0] == pytest.approx(trajs[0].turns[0].seq_logprob_restricted)
     bad = copy.deepcopy(trajs)
     bad[0].turns[0].completion_ids = bad[0].turns[0].completion_ids[:-1]  # not the chosen candidate's ids
     with pytest.raises(ValueError, match="chosen candidate"):
@@ -139,8 +115,15 @@ def test_config_yaml_roundtrip_and_unknown_keys(tmp_path: Path) -> None:
         get_algorithm(cfg.algorithm)
     with pytest.raises(ValueError, match="did you mean 'group_size'"):
         TrainConfig.from_dict({"grop_size": 3})
-    with pytest.raises(ValueError, match="isolation must be 'context' or 'storage'"):
+    with pytest.raises(ValueError, match="isolation must be one of 'context', 'storage'"):
         TrainConfig.from_dict({"isolation": "tabs"})
+    with pytest.raises(ValueError, match="replaced: use micro_batch_tokens"):
+        TrainConfig.from_dict({"micro_batch_groups": 8})
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        TrainConfig.from_dict({"temperature": 0})
+    with pytest.raises(ValueError, match="lora: unknown keys \\['rank'\\]"):
+        TrainConfig.from_dict({"lora": {"rank": 8}})
+    assert TrainConfig().learning_rate == 1e-6 and TrainConfig(lora={"r": 8}).learning_rate == 1e-5
 
 
 def test_rewarded_action_gets_more_likely_in_the_real_env(tiny) -> None:
@@ -206,7 +189,7 @@ def test_kill_9_then_resume_finishes_the_same_run(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in rows if r["kind"] == "train"]
     assert train_steps == [1, 2, 3, 4]  # no step lost or duplicated across the kill
-    assert (run / "checkpoints" / "best" / "model.pt").exists() and (run / "reward_curve.png").exists()
+    assert (run / "checkpoints" / "best" / "model" / "config.json").exists() and (run / "reward_curve.png").exists()
     assert "held-out success" in out
 
 

@@ -56,6 +56,8 @@ class AdvantageInputs:
     turn_mask:    (B, K)        1 on real turns, 0 on padding turns; None -> derived from ``turn_index``
     values:       (B, K) float  critic value estimate of the state before each turn (gae)
     turn_index:   (B, T) long   turn each token belongs to, -1 for non-action tokens (gae)
+    num_groups:   int           when given, ``group_ids`` are already dense 0..num_groups-1 (the learner's
+                                batches): no ``torch.unique``, so no host sync on an accelerator
     """
 
     rewards: Tensor
@@ -65,6 +67,7 @@ class AdvantageInputs:
     turn_mask: Tensor | None = None
     values: Tensor | None = None
     turn_index: Tensor | None = None
+    num_groups: int | None = None
 
     def __post_init__(self) -> None:
         if self.rewards.dim() != 1:
@@ -133,20 +136,25 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float =
 
 
 # ---------------------------------------------------------------- group / turn plumbing
-def group_index(group_ids: Tensor) -> tuple[Tensor, int]:
-    """Map arbitrary group ids to 0..G-1: returns (inverse (B,) long, G)."""
+def group_index(group_ids: Tensor, num_groups: int | None = None) -> tuple[Tensor, int]:
+    """Map arbitrary group ids to 0..G-1: returns (inverse (B,) long, G). Dense ids with a known
+    ``num_groups`` are returned as they are."""
+    if num_groups is not None:
+        return group_ids, num_groups
     _, inverse = torch.unique(group_ids, return_inverse=True)  # (B,)
     return inverse, int(inverse.max().item()) + 1 if inverse.numel() else 0
 
 
-def group_stats(x: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def group_stats(
+    x: Tensor, group_ids: Tensor, num_groups: int | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Per-trajectory view of its group's statistics.
 
     Returns, each (B,): group size n_g, group sum, group mean, unbiased group std (0 when n_g < 2),
     and a bool "all rewards in the group are exactly equal" (so zero-variance groups give exactly 0,
     not a float residual divided by eps).
     """
-    inv, g = group_index(group_ids)  # (B,), G
+    inv, g = group_index(group_ids, num_groups)  # (B,), G
     counts = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(0, inv, torch.ones_like(x))  # (G,)
     sums = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(0, inv, x)  # (G,)
     mean = sums / counts  # (G,)
@@ -167,7 +175,8 @@ def _broadcast_to_tokens(per_traj: Tensor, token_mask: Tensor) -> Tensor:
 def turn_to_token(turn_values: Tensor, turn_index: Tensor) -> Tensor:
     """(B, K) per-turn values -> (B, T) per-token values via ``turn_index`` (0 where turn_index == -1)."""
     k = turn_values.shape[1]
-    if turn_index.numel() and int(turn_index.max()) >= k:
+    # checked on the CPU only: reading the max back from an accelerator would stall it every call
+    if turn_index.device.type == "cpu" and turn_index.numel() and int(turn_index.max()) >= k:
         raise ValueError(f"turn_index refers to turn {int(turn_index.max())} but only K={k} turns are given")
     idx = turn_index.clamp(min=0)  # (B, T)
     out = torch.gather(turn_values, 1, idx)  # (B, T)
@@ -202,7 +211,7 @@ def grpo(x: AdvantageInputs, *, scale_by_std: bool = True, eps: float = 1e-6) ->
     are all equal get exactly 0.
     """
     r = x.rewards  # (B,)
-    n, _, mean, std, constant = group_stats(r, x.group_ids)  # (B,) each
+    n, _, mean, std, constant = group_stats(r, x.group_ids, x.num_groups)  # (B,) each
     adv = r - mean  # (B,)
     if scale_by_std:
         adv = adv / (std + eps)
@@ -231,7 +240,7 @@ def rloo(x: AdvantageInputs) -> AdvantageOutputs:
     Equivalently n_g / (n_g - 1) * (r_i - mean_g). Groups of size 1 (no baseline) get 0.
     """
     r = x.rewards  # (B,)
-    n, sums, _, _, constant = group_stats(r, x.group_ids)  # (B,) each
+    n, sums, _, _, constant = group_stats(r, x.group_ids, x.num_groups)  # (B,) each
     baseline = (sums - r) / (n - 1).clamp_min(1.0)  # (B,)
     adv = torch.where((n > 1) & ~constant, r - baseline, torch.zeros_like(r))  # (B,)
     return AdvantageOutputs(advantages=_broadcast_to_tokens(adv, x.token_mask))

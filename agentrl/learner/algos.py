@@ -87,7 +87,8 @@ def dynamic_sampling_mask(rewards: Tensor, group_ids: Tensor) -> Tensor:
     """DAPO dynamic sampling: (B,) bool, False for every member of a group whose rewards are all equal.
 
     Such groups have zero group-relative advantage, so they add no gradient but dilute the batch; the trainer
-    drops them and samples more groups until the batch is full. Singleton groups are constant, hence False.
+    samples more groups until the batch is full (bounded, ``TrainConfig.dynamic_sampling_rounds``) and the
+    learner drops any that remain. Singleton groups are constant, hence False.
     """
     *_, constant = group_stats(rewards.to(torch.float64), group_ids)  # (B,) "all rewards in my group equal"
     return ~constant  # (B,)
@@ -132,10 +133,24 @@ def _frozen(d: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
 
 @dataclass(frozen=True)
 class OverlongShaping:
-    """DAPO overlong shaping: reward += coef * overlong_penalty(len, max_len=<trainer max>, buffer=buffer)."""
+    """DAPO soft overlong punishment of a GENERATED turn: reward += coef * overlong_penalty(L, max_len, buffer).
 
-    buffer: int = 512
+    ``max_len`` None: the run's generation budget per turn (``TrainConfig.max_new_tokens``); ``buffer`` None:
+    a quarter of ``max_len`` (DAPO: 4,096 of 20,480). Candidate turns (constrained decoding) are never
+    shaped: the length of an offered action is not the policy's choice.
+    """
+
+    max_len: int | None = None
+    buffer: int | None = None
     coef: float = 1.0
+
+    def resolve(self, max_new_tokens: int) -> tuple[int, int]:
+        """(max_len, buffer) for a run whose turns generate at most ``max_new_tokens`` tokens."""
+        max_len = self.max_len if self.max_len is not None else max_new_tokens
+        buffer = self.buffer if self.buffer is not None else max_len // 4
+        if not 0 <= buffer <= max_len:
+            raise ValueError(f"overlong shaping needs 0 <= buffer <= max_len, got buffer={buffer}, max_len={max_len}")
+        return max_len, buffer
 
 
 @dataclass(frozen=True)
@@ -201,7 +216,7 @@ ALGORITHMS: dict[str, AlgorithmPreset] = {
             loss_kwargs={"clip_low": 0.2, "clip_high": 0.28, "kl_coef": 0.0},
             agg="token-mean",
             dynamic_sampling=True,
-            overlong=OverlongShaping(buffer=512, coef=1.0),
+            overlong=OverlongShaping(coef=1.0),
         ),
         AlgorithmPreset(
             name="ppo",
@@ -245,4 +260,6 @@ def get_algorithm(name: str, **overrides: Any) -> AlgorithmPreset:
         inherited = dict(getattr(base, kw_key)) if same_fn else {}
         if kw_key in overrides or not same_fn:
             overrides[kw_key] = {**inherited, **overrides.get(kw_key, {})}
+    if isinstance(overrides.get("overlong"), Mapping):  # from a YAML config: {max_len, buffer, coef}
+        overrides["overlong"] = OverlongShaping(**overrides["overlong"])
     return dataclasses.replace(base, **overrides)

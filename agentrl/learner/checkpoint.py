@@ -1,12 +1,19 @@
-"""Checkpoints that survive ``kill -9``: written to a temp dir, fsynced, then renamed into place.
+"""Checkpoints that survive ``kill -9`` and load anywhere a Hugging Face model folder does.
 
-A checkpoint directory holds ``model.pt`` (policy weights), ``learner.pt`` (optimizer, value head, frozen
-reference), ``rng.pt`` (python / numpy / torch RNG states) and ``state.json`` (step, data-sampler state,
-best held-out success, episodes and seconds so far). ``runs/X/checkpoints/last`` is replaced atomically at
-every save; ``best`` is a copy of the checkpoint with the best held-out success.
+A checkpoint directory holds:
 
->>> save_checkpoint(run_dir / "checkpoints" / "last", model, learner, state)    # doctest: +SKIP
->>> state = load_checkpoint(run_dir / "checkpoints" / "last", model, learner)   # doctest: +SKIP
+* ``model/``: a Hugging Face model folder (``config.json``, safetensors weights, tokenizer). For a LoRA run
+  the weights are merged (base + adapters) and ``model/adapter/`` holds the adapters alone, so the folder
+  loads with ``AutoModelForCausalLM.from_pretrained``, vLLM and ``agentrl evaluate --agent hf:.../model``;
+* ``learner.pt`` (optimizer with its fp32 masters, LR scheduler, value head), ``rng.pt`` (python / numpy /
+  torch RNG states) and ``state.json`` (step, data-sampler state, best held-out success, episodes, seconds).
+
+The frozen reference is not saved: it is the initial policy, rebuilt from the run's base model on resume.
+``runs/X/checkpoints/last`` is written to a temp dir, fsynced, then swapped in by renames; ``best`` is a
+copy of the checkpoint with the best held-out success.
+
+>>> save_checkpoint(run_dir / "checkpoints" / "last", model, tok, learner, state)    # doctest: +SKIP
+>>> state = load_checkpoint(run_dir / "checkpoints" / "last", model, learner)         # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 from torch import nn
 
 from agentrl.learner.update import Learner
+from agentrl.policy.lora import load_adapter_weights, save_hf_folder
 
 
 @dataclass
@@ -48,19 +56,20 @@ def set_rng_states(s: dict[str, Any]) -> None:
     torch.set_rng_state(s["torch"])
 
 
-def save_checkpoint(path: Path, model: nn.Module, learner: Learner, state: TrainState) -> None:
+def save_checkpoint(path: Path, model: nn.Module, tokenizer: Any, learner: Learner, state: TrainState) -> None:
     """Write the checkpoint next to ``path`` and swap it in with renames (a kill leaves the old one intact)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save(model.state_dict(), tmp / "model.pt")
+    save_hf_folder(model, tokenizer, tmp / "model")
     torch.save(learner.state_dict(), tmp / "learner.pt")
     torch.save(rng_states(), tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(asdict(state)))
-    for f in tmp.iterdir():
-        with f.open("rb") as fh:
-            os.fsync(fh.fileno())
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
@@ -79,13 +88,24 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, model: nn.Module, learner: Learner | None = None) -> TrainState:
-    """Load weights (and the learner's optimizer etc. and the RNG states when ``learner`` is given)."""
+    """Load the policy's weights (LoRA: its adapters), and with ``learner`` its optimizer etc. and the RNGs."""
     path = Path(path)
-    model.load_state_dict(torch.load(path / "model.pt", weights_only=True))
+    load_policy_weights(model, path / "model")
     if learner is not None:
-        learner.load_state_dict(torch.load(path / "learner.pt", weights_only=False))
+        learner.load_state_dict(torch.load(path / "learner.pt", weights_only=False, map_location=learner.device))
         set_rng_states(torch.load(path / "rng.pt", weights_only=False))
     return TrainState(**json.loads((path / "state.json").read_text()))
+
+
+def load_policy_weights(model: nn.Module, folder: Path) -> None:
+    """Weights of a saved model folder into ``model`` in place (a LoRA policy takes ``adapter/``)."""
+    if hasattr(model, "get_base_model"):
+        load_adapter_weights(model, Path(folder) / "adapter")
+        return
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(str(folder), dtype=next(model.parameters()).dtype)
+    model.load_state_dict(saved.state_dict())
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:

@@ -33,6 +33,21 @@ class TrainConfig:
     # --- the policy
     model: str = "tiny"  # "tiny": build the tiny policy locally (no hub); else a path or HF id
     model_seed: int = 0  # init seed of the tiny model
+    # weights of the learner AND the generator (same numerics: a fresh on-policy ratio is 1): "auto" is
+    # bfloat16 on CUDA, float32 on the CPU. Low-precision weights are stepped through fp32 masters.
+    dtype: str = "auto"
+    device: str = "auto"  # "auto": cuda when available, else cpu; or "cpu", "cuda", "cuda:1"
+    attn_implementation: str = "sdpa"  # "sdpa" or "eager": the packed candidate mask needs a 4D-mask kernel
+    gradient_checkpointing: bool | None = None  # None: on for every model but "tiny"
+    # LoRA adapters instead of all weights (peft): {r: 16, alpha: 32, dropout: 0.0, target_modules: [...]};
+    # the reference for KL is the base model (adapters off), checkpoints hold merged weights + adapter/
+    lora: dict[str, Any] | None = None
+    # "hf": transformers, sharing the learner's model (no copy); "vllm": in-process vLLM (CUDA), slept
+    # during the update, weights synced after every update (merged from LoRA), truncated IS correction
+    generator: str = "hf"
+    vllm: dict[str, Any] = field(default_factory=dict)  # extra vllm.LLM arguments (gpu_memory_utilization, ...)
+    tis_cap: float | None = None  # truncated importance-sampling cap; None: 2.0 with vllm, off with hf
+    max_new_tokens: int = 64  # generation budget of a generated turn (DAPO's overlong shaping reads it)
     system_prompt: str = SHORT_SYSTEM_PROMPT
     # "axtree": the ARIA snapshot; "text": goal, URL, title, last action + snapshot; "compact": one
     # `role ref "name"` line per element with a role in click_roles (short prompts; what the tiny recipe uses)
@@ -48,7 +63,7 @@ class TrainConfig:
     # --- the algorithm (presets in agentrl.learner.algos.ALGORITHMS)
     algorithm: str = "drgrpo"
     algorithm_overrides: dict[str, Any] = field(default_factory=dict)  # passed to get_algorithm(name, **...)
-    entropy_coef: float = 0.05  # bonus on the entropy of the distribution over ALLOWED candidates
+    entropy_coef: float = 0.0  # bonus on the entropy of the distribution over ALLOWED candidates (tiny: 0.02)
     kl_coef: float | None = None  # None: the preset's KL-in-loss coefficient
     # --- rollouts
     group_size: int = 8  # G rollouts per (task, seed) group, same seeded start state
@@ -58,13 +73,21 @@ class TrainConfig:
     # background (faster; BrowserEnvConfig.isolation)
     isolation: str = "context"
     temperature: float = 1.0
-    # --- optimisation
-    lr: float = 3e-4
+    # --- optimisation. The defaults suit a pretrained 0.5B-8B model (docs/training.md); the tiny recipes
+    # (configs/tiny-*.yaml) set their own.
+    lr: float | None = None  # None: 1e-6 for all weights, 1e-5 with LoRA
+    lr_schedule: str = "cosine"  # "constant", "linear" or "cosine" (to min_lr_ratio * lr at the last step)
+    warmup_steps: int = 10  # optimizer steps of linear warmup
+    min_lr_ratio: float = 0.1
     value_lr: float = 1e-3  # PPO value head
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     update_epochs: int = 1  # passes over each batch (ratios != 1 from the second pass on)
-    micro_batch_groups: int = 8  # groups per micro-batch (gradient accumulation; the loss is split-invariant)
+    # padded tokens per learner forward (gradient accumulation; the loss is split-invariant): bounds memory
+    micro_batch_tokens: int = 16_384
+    norm_length: int | None = None  # Dr. GRPO's constant L; None: the tasks' largest max_steps (units/episode)
+    dynamic_sampling_rounds: int = 3  # DAPO: extra rollout rounds to refill the batch with informative groups
+    infra_retries: int = 1  # re-runs of a group that lost an episode to the infrastructure, then it is dropped
     total_steps: int = 100
     max_minutes: float | None = None  # stop after this much wall time (checkpointed, resumable)
     seed: int = 0
@@ -73,20 +96,41 @@ class TrainConfig:
     eval_episodes: int = 64  # held-out episodes per task
     eval_greedy: bool = True  # greedy (argmax over candidates) or sampled at `temperature`
     checkpoint_every: int = 5
-    device: str = "cpu"
-    dtype: str = "float32"  # "bfloat16" on GPU (autocast)
     threads: int = 1  # torch.set_num_threads
     tensorboard: bool = False  # also log to TensorBoard when torch.utils.tensorboard imports
     out_dir: str = "runs/train"
 
     def __post_init__(self) -> None:
-        if self.isolation not in ("context", "storage"):
-            raise ValueError(f"isolation must be 'context' or 'storage', not {self.isolation!r}")
+        checks = [
+            ("isolation", ("context", "storage")),
+            ("dtype", ("auto", "float32", "bfloat16", "float16")),
+            ("attn_implementation", ("sdpa", "eager")),
+            ("generator", ("hf", "vllm")),
+            ("lr_schedule", ("constant", "linear", "cosine")),
+        ]
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {getattr(self, name)!r}")
+        if self.temperature <= 0:
+            raise ValueError("temperature must be > 0 for training rollouts (greedy is for evaluation: eval_greedy)")
+        if self.micro_batch_tokens < 1 or self.max_new_tokens < 1:
+            raise ValueError("micro_batch_tokens and max_new_tokens must be >= 1")
+        if self.lora is not None:
+            unknown = set(self.lora) - {"r", "alpha", "dropout", "target_modules", "bias"}
+            if unknown:
+                raise ValueError(f"lora: unknown keys {sorted(unknown)} (known: r, alpha, dropout, target_modules, bias)")
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or its default: 1e-6 for full fine-tuning, 1e-5 for LoRA adapters."""
+        return self.lr if self.lr is not None else (1e-5 if self.lora is not None else 1e-6)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         for key in data:
+            if key in _RENAMED:
+                raise ValueError(f"config key {key!r} was replaced: {_RENAMED[key]}")
             if key not in names:
                 raise ValueError(f"unknown config key {key!r}{did_you_mean(key, tuple(names))}")
         kw = {k: tuple(v) if isinstance(v, list) and k in _TUPLES else v for k, v in data.items()}
@@ -108,3 +152,4 @@ class TrainConfig:
 
 
 _TUPLES = {"train_seeds", "click_roles", "extra_actions"}
+_RENAMED = {"micro_batch_groups": "use micro_batch_tokens (padded tokens per learner forward, e.g. 16384)"}

@@ -100,6 +100,7 @@ def token_mean(
     norm_tokens: float | None = None,
     global_tokens: Count = None,
     global_seqs: Count = None,
+    row_tokens: Tensor | None = None,
 ) -> Tensor:
     """DAPO token-level mean: sum_{b,t} m*v / N_tok, N_tok = ``global_tokens`` or sum(m).
 
@@ -117,15 +118,17 @@ def seq_mean_token_mean(
     norm_tokens: float | None = None,
     global_tokens: Count = None,
     global_seqs: Count = None,
+    row_tokens: Tensor | None = None,
 ) -> Tensor:
     """Original GRPO: mean over sequences of the per-sequence token mean.
 
         (1 / N_seq) * sum_b [ sum_t m*v / sum_t m ],   N_seq = ``global_seqs`` or #non-empty sequences
 
     Every sequence weighs the same, so tokens of short sequences weigh more (the length bias that
-    Dr. GRPO removes).
+    Dr. GRPO removes). ``row_tokens`` (B,): each sequence's token count over the whole batch, for a
+    micro-batch whose mask holds only part of a sequence's tokens.
     """
-    per_tok = mask.bool().sum(-1)  # (B,)
+    per_tok = mask.bool().sum(-1) if row_tokens is None else row_tokens  # (B,)
     seq = _masked(values, mask).sum(-1) / per_tok.clamp_min(1).to(values.dtype)  # (B,) empty rows -> 0
     return _div(seq.sum(), global_seqs, _num_seqs(mask))
 
@@ -138,6 +141,7 @@ def seq_mean_token_sum(
     norm_tokens: float | None = None,
     global_tokens: Count = None,
     global_seqs: Count = None,
+    row_tokens: Tensor | None = None,
 ) -> Tensor:
     """Mean over sequences of the per-sequence token SUM: (1 / N_seq) * sum_b sum_t m*v."""
     seq = _masked(values, mask).sum(-1)  # (B,)
@@ -152,6 +156,7 @@ def seq_mean_token_sum_norm(
     norm_tokens: float | None = None,
     global_tokens: Count = None,
     global_seqs: Count = None,
+    row_tokens: Tensor | None = None,
 ) -> Tensor:
     """Dr. GRPO: sum_{b,t} m*v / (N_seq * L), L a CONSTANT (``norm_tokens``, e.g. the max generation length).
 
@@ -167,14 +172,15 @@ def seq_mean_token_sum_norm(
     return _div(total, global_seqs, _num_seqs(mask)) / float(norm_tokens)
 
 
-def global_normalisers(mask: Tensor) -> dict[str, float]:
+def global_normalisers(mask: Tensor) -> dict[str, float | Tensor]:
     """Counts over a whole mini-batch, to pass as ``agg_kwargs`` to each of its micro-batches.
 
-    {"global_tokens": #valid tokens, "global_seqs": #sequences with >= 1 valid token}. With data parallelism,
-    all-reduce (sum) these over ranks and multiply each rank's loss by the world size (DDP averages grads).
+    {"global_tokens": #valid tokens, "global_seqs": #sequences with >= 1 valid token, "row_tokens": (B,)
+    valid tokens per sequence: a micro-batch of rows takes its slice}. With data parallelism, all-reduce (sum) the first two over ranks and
+    multiply each rank's loss by the world size (DDP averages grads).
     """
     m = mask.bool()
-    return {"global_tokens": float(m.sum()), "global_seqs": float(_num_seqs(m))}
+    return {"global_tokens": float(m.sum()), "global_seqs": float(_num_seqs(m)), "row_tokens": m.sum(-1)}
 
 
 def aggregate(name: str, values: Tensor, mask: Tensor, **kwargs: Any) -> Tensor:
@@ -192,6 +198,8 @@ class LossInputs:
     mask: 1 on policy-generated tokens (the loss is computed on these only)
     ref_logp: reference policy (KL-in-loss);  entropy: current policy's token entropy (entropy bonus)
     values / old_values / returns: critic outputs now / at sampling time, and value targets (value loss)
+    is_weights: truncated importance weights pi_learner_old / pi_behaviour (capped, detached) when the
+    tokens were sampled by an engine whose numerics differ from the learner's (vLLM); multiply the policy term
     """
 
     logp: Tensor
@@ -203,6 +211,7 @@ class LossInputs:
     values: Tensor | None = None
     old_values: Tensor | None = None
     returns: Tensor | None = None
+    is_weights: Tensor | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(self.mask.shape)
@@ -217,6 +226,7 @@ class LossInputs:
             "values",
             "old_values",
             "returns",
+            "is_weights",
         ):
             t = getattr(self, name)
             if t is not None and tuple(t.shape) != shape:
@@ -225,10 +235,11 @@ class LossInputs:
 
 @dataclass(frozen=True)
 class LossOutputs:
-    """loss: scalar to backward.  metrics: detached floats, means over THIS (micro-)batch's valid tokens."""
+    """loss: scalar to backward.  metrics: detached 0-d tensors (``float()`` them to log), means over THIS
+    (micro-)batch's valid tokens; they stay on the loss's device so a micro-batch costs no host sync."""
 
     loss: Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
 def _require(x: LossInputs, *names: str, loss: str) -> None:
@@ -237,8 +248,9 @@ def _require(x: LossInputs, *names: str, loss: str) -> None:
         raise ValueError(f"loss '{loss}' needs LossInputs.{', '.join(missing)}")
 
 
-def _item(t: Tensor) -> float:
-    return float(t.detach().float().item())
+def _metric(t: Tensor) -> Tensor:
+    """A detached fp32 0-d tensor: metrics stay on the device (no host sync per micro-batch)."""
+    return t.detach().float()
 
 
 # ---------------------------------------------------------------- policy loss
@@ -260,12 +272,13 @@ def clip(
         rho_t  = exp(logp_t - old_logp_t)
         pg_t   = max(-A_t * rho_t, -A_t * clip(rho_t, 1 - clip_low, 1 + clip_high))
         pg_t   = min(pg_t, -A_t * clip_c)        if clip_c is set and A_t < 0     (dual clip, clip_c > 1)
+        pg_t   = w_t * pg_t                      if is_weights w are given (truncated IS, detached)
         l_t    = pg_t + kl_coef * KL_t(logp, ref_logp) - entropy_coef * H_t
         loss   = AGG(l, mask)
 
     ``clip_high > clip_low`` is DAPO's clip-higher. Masked-out tokens get rho = 1 and contribute nothing (not
     even nan/inf). Metrics: pg_loss, pg_clipfrac (and pg_clipfrac_lower with dual clip), approx_kl
-    (k3 estimate of KL(old || new)), kl_ref, kl_loss, entropy, ratio_mean, ratio_max, loss.
+    (k3 estimate of KL(old || new)), kl_ref, kl_loss, entropy, ratio_mean, ratio_min, ratio_max, loss.
     """
     if clip_c is not None and clip_c <= 1.0:
         raise ValueError(f"dual-clip clip_c must be > 1, got {clip_c}")
@@ -281,35 +294,41 @@ def clip(
     pg1 = -a * ratio  # (B, T)
     pg2 = -a * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)  # (B, T)
     pg = torch.maximum(pg1, pg2)  # (B, T)
-    metrics: dict[str, float] = {"pg_clipfrac": _item(masked_mean((pg2 > pg1).to(pg.dtype), m))}
+    metrics: dict[str, Tensor] = {"pg_clipfrac": _metric(masked_mean((pg2 > pg1).to(pg.dtype), m))}
     if clip_c is not None:
         pg3 = -a * clip_c  # (B, T)
         lower = (a < 0) & (pg3 < pg)  # (B, T)
         pg = torch.where(a < 0, torch.minimum(pg, pg3), pg)
-        metrics["pg_clipfrac_lower"] = _item(masked_mean(lower.to(pg.dtype), m))
+        metrics["pg_clipfrac_lower"] = _metric(masked_mean(lower.to(pg.dtype), m))
+    if x.is_weights is not None:  # truncated importance sampling: behaviour engine != learner numerics
+        pg = pg * x.is_weights.detach()  # (B, T)
+        metrics["is_weight_mean"] = _metric(masked_mean(x.is_weights, m))
 
     per_token = pg  # (B, T)
     pg_loss = aggregate(agg, pg, m, **kw)
-    metrics["pg_loss"] = _item(pg_loss)
+    metrics["pg_loss"] = _metric(pg_loss)
     if x.ref_logp is not None:
         ref = x.ref_logp.detach()
         kl = KL.get(kl_estimator)(torch.where(m, x.logp, ref), ref)  # (B, T), 0 on masked tokens
-        metrics["kl_ref"] = _item(masked_mean(kl, m))
+        metrics["kl_ref"] = _metric(masked_mean(kl, m))
         if kl_coef:
             per_token = per_token + kl_coef * kl
-            metrics["kl_loss"] = _item(aggregate(agg, kl, m, **kw))
+            metrics["kl_loss"] = _metric(aggregate(agg, kl, m, **kw))
     if x.entropy is not None:
         ent = torch.where(m, x.entropy, torch.zeros_like(x.entropy))  # (B, T)
-        metrics["entropy"] = _item(masked_mean(ent, m))
+        metrics["entropy"] = _metric(masked_mean(ent, m))
         if entropy_coef:
             per_token = per_token - entropy_coef * ent
     loss = pg_loss if per_token is pg else aggregate(agg, per_token, m, **kw)
 
     with torch.no_grad():
-        metrics["approx_kl"] = _item(masked_mean(k3(x.old_logp, torch.where(m, x.logp, x.old_logp)), m))
-        metrics["ratio_mean"] = _item(masked_mean(ratio, m))
-        metrics["ratio_max"] = _item(ratio[m].max()) if bool(m.any()) else 1.0
-    metrics["loss"] = _item(loss)
+        metrics["approx_kl"] = _metric(masked_mean(k3(x.old_logp, torch.where(m, x.logp, x.old_logp)), m))
+        metrics["ratio_mean"] = _metric(masked_mean(ratio, m))
+        top = torch.where(m, ratio, torch.full_like(ratio, -torch.inf)).amax()
+        low = torch.where(m, ratio, torch.full_like(ratio, torch.inf)).amin()
+        metrics["ratio_max"] = _metric(torch.where(m.any(), top, torch.ones_like(top)))
+        metrics["ratio_min"] = _metric(torch.where(m.any(), low, torch.ones_like(low)))
+    metrics["loss"] = _metric(loss)
     return LossOutputs(loss=loss, metrics=metrics)
 
 
@@ -346,5 +365,5 @@ def value(
         vf = torch.maximum(vf1, vf2)
         clipfrac = masked_mean((vf2 > vf1).to(v.dtype), m)
     loss = aggregate(agg, 0.5 * vf, m, **dict(agg_kwargs or {}))
-    metrics = {"vf_loss": _item(loss), "vf_clipfrac": _item(clipfrac), "vpred_mean": _item(masked_mean(v, m))}
+    metrics = {"vf_loss": _metric(loss), "vf_clipfrac": _metric(clipfrac), "vpred_mean": _metric(masked_mean(v, m))}
     return LossOutputs(loss=loss, metrics=metrics)

@@ -41,6 +41,8 @@ from agentrl.policy.prompt import PromptBuilder, PromptTooLongError
 from agentrl.rewards.router import RewardRouter
 from agentrl.taskspec import TaskSpec
 
+MAX_STEPS_REASON = "max_steps reached"  # the envs' truncation reason when the policy ran out of steps
+
 
 @dataclass
 class Turn:
@@ -80,6 +82,12 @@ class Trajectory:
     @property
     def ret(self) -> float:
         return float(sum(t.reward for t in self.turns))
+
+    @property
+    def infra_failure(self) -> bool:
+        """The episode ended for a reason that is not the policy's doing: an exception, a dead browser, a page
+        that failed, no candidate on the page, a prompt that cannot fit. Its return is not a reward."""
+        return self.error is not None or (self.truncated and self.truncation_reason != MAX_STEPS_REASON)
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "return": self.ret})
@@ -246,7 +254,7 @@ class RolloutEngine:
             "prompt_tokens": sum(len(t.prompt_ids) for tr in trajectories for t in tr.turns),
             "completion_tokens": sum(len(t.completion_ids) for tr in trajectories for t in tr.turns),
             "truncated": sum(reasons.values()),
-            "truncated_max_steps": reasons.get("max_steps reached", 0),
+            "truncated_max_steps": reasons.get(MAX_STEPS_REASON, 0),
             "truncated_context": sum(n for r, n in reasons.items() if r and r.startswith("context")),
             "prompt_cut_turns": sum(t.prompt_truncated for tr in trajectories for t in tr.turns),
             "errors": sum(t.error is not None for t in trajectories),

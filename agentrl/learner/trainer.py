@@ -16,9 +16,9 @@ checkpoint by held-out success is kept. Everything goes into the run dir:
 
 from __future__ import annotations
 
-import copy
 import json
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,8 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agentrl.envs.browser import BrowserEnvConfig
-from agentrl.learner.algos import get_algorithm
+from agentrl.learner.algos import AlgorithmPreset, get_algorithm
+from agentrl.learner.build import build_generator, build_policy, norm_length, overlong_lengths, tis_cap
 from agentrl.learner.checkpoint import (
     TrainState,
     copy_checkpoint,
@@ -40,8 +41,6 @@ from agentrl.learner.config import TrainConfig
 from agentrl.learner.plots import plot_run, read_metrics
 from agentrl.learner.rollout import GroupJob, RolloutEngine, Trajectory
 from agentrl.learner.update import Learner, group_stats
-from agentrl.policy.generation import HFGenerator
-from agentrl.policy.model import build_tiny_policy, load_policy
 from agentrl.policy.prompt import PromptBuilder
 from agentrl.rewards.router import RouterConfig
 from agentrl.taskspec import TaskSpec, discover, load_task
@@ -60,21 +59,7 @@ def load_tasks(paths: list[str]) -> list[TaskSpec]:
     return specs
 
 
-def build_policy(cfg: TrainConfig, run_dir: Path) -> tuple[Any, Any]:
-    """``model: tiny`` -> the tiny policy, built locally once into ``run_dir/base-model``; else load_policy."""
-    if cfg.model == "tiny":
-        base = run_dir / "base-model"
-        if (base / "config.json").exists():
-            model, tok = load_policy(base, device=cfg.device)
-        else:
-            model, tok = build_tiny_policy(base, seed=cfg.model_seed)
-            model.to(cfg.device)
-    else:
-        model, tok = load_policy(cfg.model, device=cfg.device)
-    return model, tok
-
-
-def weights_probe(generator: HFGenerator, trajs: list[Trajectory]) -> tuple[list[int], list[str]] | None:
+def weights_probe(generator: Any, trajs: list[Trajectory]) -> tuple[list[int], list[str]] | None:
     """A (prompt, candidates) pair from the batch whose scores must move after an update."""
     for tr in trajs:
         for t in tr.turns:
@@ -83,7 +68,7 @@ def weights_probe(generator: HFGenerator, trajs: list[Trajectory]) -> tuple[list
     return None
 
 
-def check_sync(generator: HFGenerator, probe: tuple[list[int], list[str]] | None, before: tuple | None) -> float:
+def check_sync(generator: Any, probe: tuple[list[int], list[str]] | None, before: tuple | None) -> float:
     """Guard: after load_weights the generator's candidate scores must differ from before the update."""
     if probe is None or before is None:
         return float("nan")
@@ -118,6 +103,81 @@ def _truncate_jsonl(path: Path, max_step: int) -> None:
         path.write_text("".join(ln + "\n" for ln in lines))
 
 
+def collect_groups(
+    engine: RolloutEngine,
+    cfg: TrainConfig,
+    specs: list[TaskSpec],
+    algo: AlgorithmPreset,
+    sampler: np.random.Generator,
+    *,
+    writer: Path | None = None,
+    tag: dict[str, Any] | None = None,
+) -> tuple[list[Trajectory], dict[str, float]]:
+    """``groups_per_step`` groups of ``group_size`` episodes that are fit to train on.
+
+    A group that lost an episode to the infrastructure (dead browser, page that failed, exception: see
+    ``Trajectory.infra_failure``) is never trained on as reward 0: it is re-run with the same task and seed
+    up to ``infra_retries`` times, then dropped. DAPO (dynamic sampling) keeps only groups whose rewards
+    differ and samples more groups, up to ``dynamic_sampling_rounds`` extra rounds, until the batch is full.
+    """
+    kept: list[list[Trajectory]] = []
+    stats: Counter[str] = Counter()
+    next_group = 0
+
+    def fresh(n: int) -> list[tuple[str, int]]:
+        tasks = sampler.integers(len(specs), size=n)
+        seeds = sampler.integers(cfg.train_seeds[0], cfg.train_seeds[1] + 1, size=n)
+        return [(specs[int(t)].id, int(s)) for t, s in zip(tasks, seeds, strict=True)]
+
+    todo = fresh(cfg.groups_per_step)
+    retries: dict[tuple[str, int], int] = {}
+    rounds = 0
+    while todo:
+        jobs = [GroupJob(t, s, cfg.group_size, group=next_group + i) for i, (t, s) in enumerate(todo)]
+        next_group += len(jobs)
+        roll = engine.collect(jobs, temperature=cfg.temperature, seed=int(sampler.integers(2**62)), writer=writer, tag=tag)
+        for k, v in roll.stats.items():
+            if k not in _RATES:
+                stats[k] += v
+        stats["successes"] += roll.stats["success"] * roll.stats["episodes"]
+        stats["groups_sampled"] += len(jobs)
+        by_group: dict[int, list[Trajectory]] = {}
+        for tr in roll.trajectories:
+            by_group.setdefault(tr.group, []).append(tr)
+        todo = []
+        for job in jobs:
+            group = by_group.get(job.group, [])
+            failed = sum(t.infra_failure for t in group)
+            if failed:
+                stats["infra_failed_episodes"] += failed
+                key = (job.task_id, job.seed)
+                retries[key] = retries.get(key, 0) + 1
+                if retries[key] <= cfg.infra_retries:
+                    stats["groups_rerun"] += 1
+                    todo.append(key)
+                else:
+                    stats["groups_dropped_infra"] += 1
+                continue
+            informative = max(t.ret for t in group) > min(t.ret for t in group)
+            if algo.dynamic_sampling and not informative:
+                stats["groups_dropped_constant"] += 1
+                continue
+            kept.append(group)
+        missing = cfg.groups_per_step - len(kept) - len(todo)
+        if algo.dynamic_sampling and missing > 0 and rounds < cfg.dynamic_sampling_rounds:
+            rounds += 1
+            todo += fresh(missing)
+    stats["dynamic_sampling_rounds"] = rounds
+    trajs = [t for g in kept[: cfg.groups_per_step] for t in g]
+    out = {k: float(v) for k, v in stats.items()}
+    out["success"] = stats["successes"] / max(1, stats["episodes"])  # over every episode sampled
+    out["episodes_per_s"] = stats["episodes"] / max(stats["rollout_s"], 1e-9)
+    return trajs, out
+
+
+_RATES = {"success", "episodes_per_s", "scored_tokens_per_s"}  # per-round rates: not summed over rounds
+
+
 # ---------------------------------------------------------------- the run
 def train(
     cfg: TrainConfig | None,
@@ -138,16 +198,19 @@ def train(
     torch.manual_seed(cfg.seed)
     metrics_path, traj_path = run_dir / "metrics.jsonl", run_dir / "trajectories.jsonl"
     total_steps = min(cfg.total_steps, max_steps) if max_steps else cfg.total_steps
+    specs = load_tasks(list(cfg.tasks))
 
-    # --- policy, learner, generator (its own copy of the weights, synced after every optimizer step)
+    # --- policy (dtype, device, LoRA), learner (fp32 masters, schedule), generator (same weights)
     model, tok = build_policy(cfg, run_dir)
     kl_override = {"loss_kwargs": {"kl_coef": cfg.kl_coef}} if cfg.kl_coef is not None else {}
     algo = get_algorithm(cfg.algorithm, **{**kl_override, **cfg.algorithm_overrides})
-    autocast = torch.bfloat16 if cfg.dtype == "bfloat16" else None
     learner = Learner(
-        model, algo, lr=cfg.lr, value_lr=cfg.value_lr, weight_decay=cfg.weight_decay,
+        model, algo, lr=cfg.learning_rate, value_lr=cfg.value_lr, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, entropy_coef=cfg.entropy_coef, temperature=cfg.temperature,
-        update_epochs=cfg.update_epochs, micro_batch_groups=cfg.micro_batch_groups, autocast_dtype=autocast,
+        update_epochs=cfg.update_epochs, micro_batch_tokens=cfg.micro_batch_tokens,
+        norm_length=norm_length(cfg, specs), overlong=overlong_lengths(cfg, algo), tis_cap=tis_cap(cfg),
+        lr_schedule=cfg.lr_schedule, warmup_steps=cfg.warmup_steps,
+        total_optimizer_steps=cfg.total_steps * cfg.update_epochs, min_lr_ratio=cfg.min_lr_ratio,
     )
     state = TrainState()
     sampler = np.random.default_rng(cfg.seed)
@@ -158,9 +221,8 @@ def train(
         sampler.bit_generator.state = state.sampler
         _truncate_jsonl(metrics_path, state.step)
         _truncate_jsonl(traj_path, state.step)
-    generator = HFGenerator(copy.deepcopy(model).eval(), tok)
+    generator = build_generator(cfg, model, tok, run_dir)
     builder = PromptBuilder(tok, system=cfg.system_prompt, max_prompt_tokens=cfg.max_prompt_tokens, history_k=cfg.history_k)
-    specs = load_tasks(list(cfg.tasks))
     engine = RolloutEngine(
         specs, generator, builder, num_envs=cfg.num_envs, click_roles=cfg.click_roles,
         extra_actions=cfg.extra_actions, observation=cfg.observation, described=cfg.described_actions,
@@ -188,6 +250,9 @@ def train(
                 if isinstance(v, (int, float)) and k != "step":
                     writer.add_scalar(f"{record['kind']}/{k}", v, state.step)
 
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_dir / "last", model, tok, learner, _with_sampler(state, sampler))
+
     def run_eval() -> dict[str, float]:
         t0 = time.perf_counter()
         ev = evaluate(engine, cfg, specs)
@@ -195,7 +260,7 @@ def train(
         log({"kind": "eval", "eval_mode": "greedy" if cfg.eval_greedy else "sampled", "eval_s": time.perf_counter() - t0, **ev})
         if ev["success"] > state.best_success:
             state.best_success, state.best_step = ev["success"], state.step
-            save_checkpoint(ckpt_dir / "last", model, learner, _with_sampler(state, sampler))
+            checkpoint()
             copy_checkpoint(ckpt_dir / "last", ckpt_dir / "best")
         return ev
 
@@ -211,42 +276,34 @@ def train(
                 if cfg.max_minutes and state.elapsed_s > cfg.max_minutes * 60:
                     break
                 t_step = time.perf_counter()
-                # 1. rollouts: G episodes per group from the same seeded start state
-                tasks = sampler.integers(len(specs), size=cfg.groups_per_step)
-                seeds = sampler.integers(cfg.train_seeds[0], cfg.train_seeds[1] + 1, size=cfg.groups_per_step)
-                jobs = [
-                    GroupJob(specs[int(t)].id, int(s), cfg.group_size, group=i)
-                    for i, (t, s) in enumerate(zip(tasks, seeds, strict=True))
-                ]
-                roll = engine.collect(
-                    jobs, temperature=cfg.temperature, seed=int(sampler.integers(2**62)), writer=traj_path,
-                    tag={"step": state.step + 1},
+                # 1. rollouts: G episodes per group from the same seeded start state (refilled, never infra)
+                trajs, roll = collect_groups(
+                    engine, cfg, specs, algo, sampler, writer=traj_path, tag={"step": state.step + 1}
                 )
-                trajs = roll.trajectories
                 # 2. update (advantages, loss, optimizer step) and 3. weight sync with its guard
                 probe = weights_probe(generator, trajs)
                 before = generator.score_candidates([probe[0]], [probe[1]])[0].seq_logprobs if probe else None
-                upd = learner.update(trajs)
+                upd = _update(learner, generator, trajs)
                 sync_delta = float("nan")
                 if upd["optimizer_steps"]:
                     generator.load_weights(model)
                     sync_delta = check_sync(generator, probe, before)
                 state.step += 1
-                state.episodes += len(trajs)
+                state.episodes += int(roll["episodes"])
                 state.elapsed_s += time.perf_counter() - t_step
                 step_s = time.perf_counter() - t_step
                 rewards = [t.ret for t in trajs]
                 log({
                     "kind": "train",
                     "reward": float(np.mean(rewards)) if rewards else 0.0,
-                    "success": roll.stats["success"],
+                    "success": roll["success"],
                     **group_stats(trajs),
                     "candidate_entropy_rollout": float(np.mean([t.candidate_entropy for tr in trajs for t in tr.turns] or [0.0])),
-                    **{k: v for k, v in upd.items()},
-                    **{f"rollout/{k}": v for k, v in roll.stats.items()},
-                    "rollout_s": roll.stats["rollout_s"],
+                    **upd,
+                    **{f"rollout/{k}": v for k, v in roll.items()},
+                    "rollout_s": roll["rollout_s"],
                     "step_s": step_s,
-                    "episodes_per_s": len(trajs) / step_s,
+                    "episodes_per_s": roll["episodes"] / step_s,
                     "sync_delta": sync_delta,
                     "weights_version": generator.weights_version,
                 })
@@ -255,9 +312,9 @@ def train(
                 if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < total_steps:
                     run_eval()
                 if state.step % cfg.checkpoint_every == 0:
-                    save_checkpoint(ckpt_dir / "last", model, learner, _with_sampler(state, sampler))
+                    checkpoint()
         final_eval = run_eval()
-        save_checkpoint(ckpt_dir / "last", model, learner, _with_sampler(state, sampler))
+        checkpoint()
     finally:
         engine.close()
         if writer is not None:
@@ -282,6 +339,19 @@ def train(
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _update(learner: Learner, generator: Any, trajs: list[Trajectory]) -> dict[str, float]:
+    """The learner's update; a vLLM generator sleeps through it (weights offloaded, KV cache freed) so both
+    fit on one GPU, and wakes up for the weight sync that follows."""
+    sleeps = hasattr(generator, "sleep")
+    if sleeps:
+        generator.sleep()
+    try:
+        return learner.update(trajs)
+    finally:
+        if sleeps:
+            generator.wake_up()
 
 
 def _with_sampler(state: TrainState, sampler: np.random.Generator) -> TrainState:
