@@ -132,7 +132,7 @@ def checkpoint_dir(run_dir: Path, which: str = "best") -> Path:
     if which not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {which!r}")
     best = run_dir / "checkpoints" / "best"
-    if which == "best" and (best / "model.pt").exists():
+    if which == "best" and (best / "model" / "config.json").exists():
         return best
     last = latest_checkpoint(run_dir / "checkpoints")
     if last is None:
@@ -144,14 +144,14 @@ def checkpoint_dir(run_dir: Path, which: str = "best") -> Path:
 def ckpt_agent(
     run_dir: str, *, seed: int = 0, checkpoint: str = "best", device: str | None = None, **options: Any
 ) -> PolicyAgent:
-    """`ckpt:RUN_DIR` (a run of `agentrl train`), or the path of one checkpoint dir inside it."""
-    import torch
-
+    """`ckpt:RUN_DIR` (a run of `agentrl train`), or the path of one checkpoint dir inside it. The checkpoint's
+    `model/` is a Hugging Face folder (LoRA runs: merged weights), loaded as it is."""
+    from agentrl.learner.build import resolve_device
     from agentrl.learner.config import TrainConfig
     from agentrl.policy.model import load_policy
 
     path = Path(run_dir)
-    if (path / "model.pt").exists():  # a checkpoint dir: runs/x/checkpoints/best
+    if (path / "model" / "config.json").exists():  # a checkpoint dir: runs/x/checkpoints/best
         path, ckpt = path.parent.parent, path
     else:
         ckpt = None
@@ -159,8 +159,7 @@ def ckpt_agent(
         raise FileNotFoundError(f"{path}: not a training run dir (no config.yaml)")
     cfg = TrainConfig.load(path / "config.yaml")
     ckpt = ckpt or checkpoint_dir(path, checkpoint)
-    model, tok = load_policy(path / "base-model" if cfg.model == "tiny" else cfg.model, device=device or cfg.device)
-    model.load_state_dict(torch.load(ckpt / "model.pt", weights_only=True, map_location=model.device))
+    model, tok = load_policy(ckpt / "model", device=device or resolve_device(cfg.device))
     settings: dict[str, Any] = {
         "mode": "choose", "system": cfg.system_prompt, "observation": cfg.observation,
         "max_prompt_tokens": cfg.max_prompt_tokens, "history_k": cfg.history_k, "click_roles": cfg.click_roles,

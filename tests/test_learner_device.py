@@ -181,3 +181,43 @@ def test_attention_kernels_that_ignore_the_packing_mask_are_refused(tiny) -> Non
     m.config._attn_implementation = "flash_attention_2"
     with pytest.raises(ValueError, match="cannot take the learner's block-causal packing mask"):
         check_attention(m)
+
+
+# ---------------------------------------------------------------- LoRA end to end
+def test_lora_qwen2_trains_through_the_real_env_and_its_checkpoint_loads(tiny, tmp_path) -> None:
+    """A Qwen2-architecture model from a local folder (as a user's would be), LoRA adapters, KL to the base
+    (adapters off), gradient checkpointing, bf16-free CPU run: two steps through the real browser env."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from agentrl.agents import make_agent
+    from agentrl.learner.trainer import train
+
+    _, tok = tiny
+    base = qwen2(tok, seed=3)
+    folder = tmp_path / "qwen2-tiny"
+    base.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    cfg = TrainConfig(
+        tasks=[str(REPO / "tasks/train/click-button.yaml")], model=str(folder), algorithm="grpo", kl_coef=0.05,
+        lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+        gradient_checkpointing=True, lr=5e-3, warmup_steps=1, group_size=2, groups_per_step=2, num_envs=4,
+        total_steps=2, eval_every=0, eval_episodes=2, checkpoint_every=1, click_roles=("button", "link", "heading"),
+        described_actions=True, isolation="storage",
+    )
+    run = tmp_path / "run"
+    summary = train(cfg, run, progress=False)
+    assert summary["steps"] == 2
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["kind"] == "train"]
+    assert all(r["optimizer_steps"] == 1 and r["sync_delta"] > 0 for r in steps)  # the generator saw each update
+    assert steps[0]["lr"] < steps[1]["lr"] or steps[0]["lr"] == pytest.approx(5e-3)  # warmup, then the schedule
+    ckpt = run / "checkpoints" / "last" / "model"
+    assert (ckpt / "adapter" / "adapter_model.safetensors").exists()
+    merged = AutoModelForCausalLM.from_pretrained(ckpt)  # a plain HF folder: merged weights, no LoRA keys
+    assert not any("lora" in k for k in merged.state_dict())
+    changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
+    assert changed and all(any(m in k for m in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed)
+    agent = make_agent(f"ckpt:{run}")  # evaluation loads the merged folder
+    assert agent.mode == "choose"

@@ -110,12 +110,12 @@ def test_ckpt_agent_loads_the_checkpoint_and_acts_like_training(tiny: Path, tmp_
     run = tmp_path / "train-run"  # the layout `agentrl train` leaves (see learner/trainer.py)
     shutil.copytree(tiny, run / "base-model")
     TrainConfig(tasks=[str(OPEN)], model="tiny", observation="compact", click_roles=("link",)).save(run / "config.yaml")
-    model, _ = load_policy(run / "base-model")
+    model, tok = load_policy(run / "base-model")
     base = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))  # stands in for training
-    save_checkpoint(run / "checkpoints" / "last", model, Learner(model, get_algorithm("drgrpo")), TrainState(step=1))
+    save_checkpoint(run / "checkpoints" / "last", model, tok, Learner(model, get_algorithm("drgrpo")), TrainState(step=1))
     agent = make_agent(f"ckpt:{run}")  # no `best` yet: the latest checkpoint
     assert agent.name.endswith("checkpoints/last") and agent.mode == "choose" and agent.click_roles == ("link",)
     loaded = agent.generator.model.state_dict()

@@ -12,7 +12,8 @@ from agentrl.sandbox.apps.drill import DrillApp
 
 from agentrl.learner.config import SHORT_SYSTEM_PROMPT
 from agentrl.learner.rollout import GroupJob, RolloutEngine, Trajectory, candidate_actions
-from agentrl.learner.update import make_batch, packed_forward
+from agentrl.learner.batch import make_batch, turn_key
+from agentrl.learner.forward import key_forward
 from agentrl.policy.generation import HFGenerator
 from agentrl.policy.model import build_tiny_policy
 from agentrl.policy.prompt import PromptBuilder
@@ -78,13 +79,13 @@ def test_groups_rewards_records_and_jsonl(policy, tmp_path: Path) -> None:
     g0 = [t for t in trajs if t.group == 0]
     assert len({tuple(t.turns[0].prompt_ids) for t in g0}) == 1
     assert res.stats["truncated_max_steps"] == sum(not t.success for t in trajs)
-    # the recorded log-probs are what the model gives the recorded ids (nothing re-tokenised)
+    # the recorded behaviour log-prob is what the learner computes from the recorded ids (nothing
+    # re-tokenised): the choice's log-prob under softmax(seq_logprob / T) over the candidates
     model, _ = policy
     t = trajs[0].turns[0]
-    key = (tuple(t.prompt_ids), tuple(tuple(c) for c in t.candidate_ids))
     with torch.no_grad():
-        lp = packed_forward(model, key).token_logps[t.candidate_index]
-    assert torch.allclose(lp, torch.tensor(t.logprobs), atol=1e-4)
+        lp = key_forward(model, [turn_key(t)], temperature=1.0).outputs[0][t.candidate_index]
+    assert float(lp) == pytest.approx(t.seq_logprob_restricted, abs=1e-4)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 8 and all(r["step"] == 1 for r in rows)
     back = Trajectory.from_dict(rows[0])
