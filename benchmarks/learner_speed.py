@@ -56,7 +56,7 @@ def main() -> None:
     gen = HFGenerator(copy.deepcopy(model).eval(), tok)
     spec = load_task(REPO / "tasks/train/click-button.yaml")
     builder = PromptBuilder(tok, system=SHORT_SYSTEM_PROMPT)
-    learner = Learner(model, get_algorithm("drgrpo"), lr=3e-4, entropy_coef=0.05, micro_batch_groups=args.groups)
+    learner = Learner(model, get_algorithm("drgrpo"), lr=3e-4, entropy_coef=0.05, norm_length=spec.max_steps)
     roles = ("button", "link", "heading")
 
     rows = []

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -201,3 +202,44 @@ def test_full_recipe_learns_click_button(tmp_path: Path) -> None:
 
     s = train(TrainConfig.load(REPO / "configs/tiny-click-button.yaml"), tmp_path / "run", progress=False)
     assert s["best_success"] >= 0.8
+
+
+def _engine(tiny, **kw) -> tuple[RolloutEngine, TrainConfig, list]:
+    model, tok = tiny
+    spec = load_task(REPO / "tasks/train/click-button.yaml")
+    cfg = TrainConfig(tasks=[str(spec.path)], group_size=2, groups_per_step=3, num_envs=6, **kw)
+    eng = RolloutEngine([spec], HFGenerator(copy.deepcopy(model).eval(), tok), PromptBuilder(tok, system=SHORT_SYSTEM_PROMPT),
+                        num_envs=cfg.num_envs, click_roles=cfg.click_roles, described=True)
+    return eng, cfg, [spec]
+
+
+def test_infra_failures_are_rerun_then_dropped_never_trained_on(tiny) -> None:
+    """An episode that ends for a reason not the policy's (here: the page offers no candidate action) is not
+    a reward of 0: its group is re-run, then dropped, and the counts are logged."""
+    from agentrl.learner.trainer import collect_groups
+
+    eng, cfg, specs = _engine(tiny, click_roles=("checkbox",), infra_retries=1)  # no checkbox on the page
+    try:
+        trajs, stats = collect_groups(eng, cfg, specs, get_algorithm("drgrpo"), np.random.default_rng(0))
+    finally:
+        eng.close()
+    assert trajs == []
+    assert stats["groups_rerun"] == 3 and stats["groups_dropped_infra"] == 3 and stats["groups_sampled"] == 6
+    assert stats["infra_failed_episodes"] == 12
+
+
+def test_dapo_dynamic_sampling_refills_the_batch_with_informative_groups(tiny) -> None:
+    from agentrl.learner.trainer import collect_groups
+
+    eng, cfg, specs = _engine(tiny, click_roles=("button", "link", "heading"), dynamic_sampling_rounds=4)
+    try:
+        trajs, stats = collect_groups(eng, cfg, specs, get_algorithm("dapo"), np.random.default_rng(1))
+    finally:
+        eng.close()
+    groups: dict[int, list[float]] = {}
+    for t in trajs:
+        groups.setdefault(t.group, []).append(t.ret)
+    assert all(max(r) > min(r) for r in groups.values())  # only groups that carry a learning signal
+    assert stats["groups_dropped_constant"] > 0 and stats["dynamic_sampling_rounds"] >= 1  # it had to refill
+    assert stats["groups_sampled"] == len(groups) + stats["groups_dropped_constant"]
+    assert len(groups) <= cfg.groups_per_step
