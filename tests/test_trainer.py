@@ -109,7 +109,7 @@ def test_failed_weight_sync_raises(tiny) -> None:
 
 
 def test_config_yaml_roundtrip_and_unknown_keys(tmp_path: Path) -> None:
-    for name in ("tiny-click-button", "ci-smoke", "ppo-click-button", "named-button"):
+    for name in ("tiny-click-button", "ci-smoke", "ppo-click-button", "named-button", "gpu-qwen2.5-1.5b-lora"):
         cfg = TrainConfig.load(REPO / "configs" / f"{name}.yaml")
         cfg.save(tmp_path / "c.yaml")
         assert TrainConfig.load(tmp_path / "c.yaml") == cfg

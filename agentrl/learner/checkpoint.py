@@ -18,10 +18,12 @@ copy of the checkpoint with the best held-out success.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +64,8 @@ def save_checkpoint(path: Path, model: nn.Module, tokenizer: Any, learner: Learn
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_hf_folder(model, tokenizer, tmp / "model")
+    with _quiet_saving():
+        save_hf_folder(model, tokenizer, tmp / "model")
     torch.save(learner.state_dict(), tmp / "learner.pt")
     torch.save(rng_states(), tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(asdict(state)))
@@ -76,6 +79,20 @@ def save_checkpoint(path: Path, model: nn.Module, tokenizer: Any, learner: Learn
         path.rename(old)
     tmp.rename(path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _quiet_saving() -> Iterator[None]:
+    """No "Writing model shards" bar per checkpoint in the run's log (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def latest_checkpoint(checkpoints: Path) -> Path | None:
