@@ -221,3 +221,23 @@ def test_lora_qwen2_trains_through_the_real_env_and_its_checkpoint_loads(tiny, t
     assert changed and all(any(m in k for m in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed)
     agent = make_agent(f"ckpt:{run}")  # evaluation loads the merged folder
     assert agent.mode == "choose"
+
+
+def test_precision_truncated_is_when_the_behaviour_engine_differs(tiny) -> None:
+    """vLLM's numerics differ from the learner's: the ratio is taken against the learner's own log-probs
+    before the update, and the loss weighted by min(pi_learner / pi_behaviour, cap)."""
+    model, tok = tiny
+    trajs = synthetic_batch(model, tok, groups=2)
+    true = [t.seq_logprob_restricted for tr in trajs for t in tr.turns]
+    shifts = [(-2.0, 0.5, 0.0)[i % 3] for i in range(len(true))]  # behaviour thought: likelier / less / same
+    for t, d in zip((t for tr in trajs for t in tr.turns), shifts, strict=True):
+        t.seq_logprob_restricted += d
+    lrn = learner(copy.deepcopy(model), "drgrpo", tis_cap=2.0)
+    batch, _ = lrn.prepare(trajs)
+    assert batch is not None and batch.is_weights is not None
+    mask = batch.token_mask.bool()
+    got_w, got_old = batch.is_weights[mask].tolist(), batch.old_logp[mask].tolist()
+    assert got_old == pytest.approx(true, abs=1e-5)  # the ratio's denominator: the learner's own numerics
+    assert got_w == pytest.approx([min(math.exp(-d), 2.0) for d in shifts], rel=1e-4)
+    m = lrn.update(trajs)
+    assert 1 - 1e-5 < m["ratio_min"] <= m["ratio_max"] < 1 + 1e-5 and m["is_weight_mean"] > 0
