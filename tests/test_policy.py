@@ -17,17 +17,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from agentrl.policy.generation import (
-    Completion,
-    Generator,
-    HFGenerator,
-    SamplingParams,
-    WeightSyncError,
-    call_with_timeout,
-    sampling_logprobs,
-    score_tokens,
-)
-from agentrl.policy.model import LoraSpec, build_tiny_policy, count_parameters, load_policy
+from agentrl.policy.hf_backend import HFGenerator, score_tokens
+from agentrl.policy.lora import LoraSpec
+from agentrl.policy.model import build_tiny_policy, count_parameters, load_policy
 from agentrl.policy.prompt import (
     TRUNCATION_MARKER,
     PromptBuilder,
@@ -35,6 +27,8 @@ from agentrl.policy.prompt import (
     join_completion,
     join_turns,
 )
+from agentrl.policy.records import Completion, Generator, SamplingParams, WeightSyncError
+from agentrl.policy.sampling import call_with_timeout, sampling_logprobs
 from agentrl.policy.tokenizer import CHATML_TEMPLATE, default_corpus, train_tokenizer
 
 OBS = """- generic [ref=e1]:

@@ -13,7 +13,7 @@ from agentrl.sandbox.apps.drill import DrillApp
 from agentrl.learner.config import SHORT_SYSTEM_PROMPT
 from agentrl.learner.rollout import GroupJob, RolloutEngine, Trajectory, candidate_actions
 from agentrl.learner.update import make_batch, packed_forward
-from agentrl.policy.generation import HFGenerator
+from agentrl.policy.hf_backend import HFGenerator
 from agentrl.policy.model import build_tiny_policy
 from agentrl.policy.prompt import PromptBuilder
 from agentrl.taskspec import load_task

@@ -40,7 +40,7 @@ from agentrl.learner.config import TrainConfig
 from agentrl.learner.plots import plot_run, read_metrics
 from agentrl.learner.rollout import GroupJob, RolloutEngine, Trajectory
 from agentrl.learner.update import Learner, group_stats
-from agentrl.policy.generation import HFGenerator
+from agentrl.policy.hf_backend import HFGenerator
 from agentrl.policy.model import build_tiny_policy, load_policy
 from agentrl.policy.prompt import PromptBuilder
 from agentrl.rewards.router import RouterConfig
