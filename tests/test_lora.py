@@ -195,3 +195,15 @@ def test_lora_hf_generator_sharing_the_peft_model_is_a_noop_sync(tiny) -> None:
     assert max(abs(a - b) for a, b in zip(ref, c.logprobs, strict=True)) < 1e-4
     chosen = gen.choose([prompt], [CANDIDATES], SamplingParams(n=3, seed=0))[0]
     assert all(x.text in CANDIDATES for x in chosen)
+
+
+def test_lora_load_policy_argument_wraps_with_peft(tiny) -> None:
+    path, model, tok = tiny
+    wrapped, _ = load_policy(path, lora=LoraSpec(r=4, alpha=8, target_modules=("q_proj", "v_proj")))
+    assert is_peft_model(wrapped)
+    trainable = [n for n, p in wrapped.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("q_proj" in n for n in trainable) and not any("o_proj" in n for n in trainable)
+    ids = sample_ids(tok)
+    with torch.no_grad():  # B starts at zero: the wrapped model computes what the base computes
+        assert torch.allclose(wrapped(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-6)
