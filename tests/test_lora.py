@@ -72,9 +72,9 @@ def llama(tiny) -> torch.nn.Module:
     return copy.deepcopy(tiny[1]).eval()
 
 
-def trained_lora(base: torch.nn.Module, ids: torch.Tensor) -> torch.nn.Module:
+def trained_lora(base: torch.nn.Module, ids: torch.Tensor, **extra) -> torch.nn.Module:
     """Wrap with LoRA and take one real AdamW step so B (zero at init) becomes non-zero."""
-    model = apply_lora(base, LoraSpec(r=4, alpha=8))
+    model = apply_lora(base, LoraSpec(r=4, alpha=8, extra=extra))
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     loss = -torch.log_softmax(model(input_ids=ids).logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).mean()
@@ -89,13 +89,14 @@ def sample_ids(tok) -> torch.Tensor:
     return torch.tensor([tok.encode('- button "Sign in" [ref=e9]\nclick(e9)')[:24]] * 2)
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "qwen2+lm_head"])
 def test_lora_merged_state_dict_matches_peft_logits_and_leaves_peft_unchanged(tiny, arch: str) -> None:
     tok = tiny[2]
-    base = qwen2(tok) if arch == "qwen2" else llama(tiny)
+    base = llama(tiny) if arch == "llama" else qwen2(tok)
     plain = copy.deepcopy(base)  # same architecture, weights will be overwritten
     ids = sample_ids(tok)
-    model = trained_lora(base, ids)
+    # "+lm_head": a fully trained copy of lm_head (peft modules_to_save) must replace the original
+    model = trained_lora(base, ids, **({"modules_to_save": ["lm_head"]} if "lm_head" in arch else {}))
     with torch.no_grad():
         before = model(input_ids=ids).logits
     params_before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -145,10 +145,10 @@ def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         key = _plain_name(f"{mod_name}.weight", adapter_names)
         assert key is not None
         weight = base_layer.weight.detach()
-        merged = weight.clone()
+        merged = weight.float()  # sum in fp32, round once to the weight's dtype
         for a in todo:
-            merged += module.get_delta_weight(a).to(merged.dtype)
-        out[key] = merged
+            merged = merged + module.get_delta_weight(a).float()
+        out[key] = merged.to(weight.dtype)
         lora_bias = getattr(module, "lora_bias", {})
         for a in todo:
             if lora_bias.get(a):
