@@ -22,6 +22,7 @@ from agentrl.policy.lora import (
     LoraSpec,
     apply_lora,
     is_peft_model,
+    iter_merged_weights,
     merged_state_dict,
     save_hf_folder,
 )
@@ -104,6 +105,8 @@ def test_lora_merged_state_dict_matches_peft_logits_and_leaves_peft_unchanged(ti
     merged = merged_state_dict(model)
 
     assert set(merged) == set(plain.state_dict())  # plain HF names, nothing else
+    streamed = iter_merged_weights(model)  # the same pairs, one at a time, in state-dict order
+    assert not isinstance(streamed, dict) and [k for k, _ in streamed] == list(merged)
     assert not any("lora_" in k or "base_layer" in k or k.startswith("base_model.") for k in merged)
     plain.load_state_dict(merged, strict=True)
     with torch.no_grad():

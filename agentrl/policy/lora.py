@@ -17,6 +17,7 @@ ImportError that says how to install it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,6 @@ def _plain_name(name: str, adapter_names: set[str]) -> str | None:
     return ".".join(out)
 
 
-@torch.no_grad()
 def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The weights a plain copy of the base architecture needs to compute what `model` computes.
 
@@ -110,52 +110,65 @@ def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     prefix, no `.base_layer`, no lora_A / lora_B keys), with `scaling * B @ A` of every active, unmerged
     adapter added to its layer's weight (and the LoRA bias, if any). The peft model is not changed.
     Tensors of layers without adapters are the model's own (shared storage, detached): read, don't write.
-    For any other module: its `state_dict()`.
+    For any other module: its `state_dict()`. `iter_merged_weights` gives the same pairs one at a time.
 
     Raises ValueError for LoRA variants whose merge is not a plain delta (DoRA and the like).
     """
-    if not is_peft_model(model):
-        return dict(model.state_dict())
+    return dict(iter_merged_weights(model))
+
+
+def _adapted_layers(model: torch.nn.Module) -> dict[str, tuple[Any, list[str]]]:
+    """{peft-side name of an adapted layer's weight: (its LoRA layer, adapters to add)}, checked."""
     peft = _import_peft()
-    base = model.get_base_model()
-    adapter_names = set(getattr(model, "peft_config", {}) or {})
-    out: dict[str, torch.Tensor] = {}
-    for name, tensor in base.state_dict().items():
-        plain = _plain_name(name, adapter_names)
-        if plain is not None:
-            out[plain] = tensor.detach()
-    for mod_name, module in base.named_modules():
+    layers: dict[str, tuple[Any, list[str]]] = {}
+    for mod_name, module in model.get_base_model().named_modules():
         if not isinstance(module, peft.tuners.lora.LoraLayer):
             continue
-        active = [
-            a
-            for a in module.active_adapters
-            if a in module.lora_A or a in getattr(module, "lora_embedding_A", {})
-        ]
-        todo = [a for a in active if a not in module.merged_adapters]  # merged ones are in the base weight
+        adapters = set(module.lora_A) | set(getattr(module, "lora_embedding_A", {}))
+        todo = [a for a in module.active_adapters if a in adapters and a not in module.merged_adapters]
         if not todo:
-            continue
+            continue  # no active adapter, or merged into the base weight already
         variants = getattr(module, "lora_variant", {})
         if any(a in variants for a in todo):
             raise ValueError(
                 f"{mod_name}: LoRA variant {type(variants[todo[0]]).__name__} (e.g. DoRA) is not a plain "
                 "delta; merged_state_dict supports vanilla LoRA only"
             )
-        base_layer = module.get_base_layer()
-        key = _plain_name(f"{mod_name}.weight", adapter_names)
-        assert key is not None
-        weight = base_layer.weight.detach()
-        merged = weight.float()  # sum in fp32, round once to the weight's dtype
+        layers[f"{mod_name}.base_layer.weight"] = (module, todo)
+        if any(getattr(module, "lora_bias", {}).get(a) for a in todo):
+            layers[f"{mod_name}.base_layer.bias"] = (module, todo)
+    return layers
+
+
+@torch.no_grad()
+def iter_merged_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """`merged_state_dict(model)` as (name, tensor) pairs, in state-dict order, built lazily: a merged
+    layer exists only until the consumer drops it, so a weight sync needs one layer of extra memory, not
+    a copy of the model."""
+    if not is_peft_model(model):
+        yield from model.state_dict().items()
+        return
+    adapter_names = set(getattr(model, "peft_config", {}) or {})
+    layers = _adapted_layers(model)
+    seen: set[str] = set()
+    for name, tensor in model.get_base_model().state_dict().items():
+        plain = _plain_name(name, adapter_names)
+        if plain is None:
+            continue
+        if name not in layers:
+            yield plain, tensor.detach()
+            continue
+        module, todo = layers[name]
+        seen.add(name)
+        merged = tensor.detach().float()  # sum in fp32, round once to the weight's dtype
         for a in todo:
-            merged = merged + module.get_delta_weight(a).float()
-        out[key] = merged.to(weight.dtype)
-        lora_bias = getattr(module, "lora_bias", {})
-        for a in todo:
-            if lora_bias.get(a):
-                bias_key = _plain_name(f"{mod_name}.bias", adapter_names)
-                assert bias_key is not None
-                out[bias_key] = out[bias_key].clone() + module.lora_B[a].bias.detach() * module.scaling[a]
-    return out
+            if name.endswith(".weight"):
+                merged = merged + module.get_delta_weight(a).float()
+            elif module.lora_bias.get(a):
+                merged = merged + module.lora_B[a].bias.detach().float() * module.scaling[a]
+        yield plain, merged.to(tensor.dtype)
+    if missed := sorted(set(layers) - seen):  # a delta with no weight to land on would be lost silently
+        raise ValueError(f"LoRA layers whose base weights are not in the state dict: {missed[:5]}")
 
 
 def save_hf_folder(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
