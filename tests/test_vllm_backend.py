@@ -168,3 +168,27 @@ def test_vllm_from_lora_model_sleep_wake_sync_and_cached_scoring(tiny, tmp_path:
             gen.load_weights({"model.embed_tokens.weight": torch.full((3, 3), float("nan"))})
     finally:
         gen.close()
+
+
+def test_vllm_checked_weights_stream_checks_and_keeps_probe_rows(tiny) -> None:
+    from agentrl.policy.lora import LoraSpec, apply_lora, iter_merged_weights, merged_state_dict
+
+    _, model, _, _ = tiny
+    peft_model = apply_lora(copy.deepcopy(model), LoraSpec(r=2, alpha=4))
+    probe: dict[str, torch.Tensor] = {}
+    stream = vb.checked_weights(iter_merged_weights(peft_model), probe, to_cpu=True)
+    assert not probe  # lazy: nothing is read before the engine pulls
+    got = dict(stream)
+    merged = merged_state_dict(peft_model)
+    assert got.keys() == merged.keys() and all(torch.equal(got[k], merged[k]) for k in merged)
+    assert probe and all(vb.is_probe_name(k) for k in probe) and len(probe) <= 8
+    assert all(torch.equal(v, merged[k][:4]) for k, v in probe.items())
+    assert "model.embed_tokens.weight" in probe and not any("q_proj" in k for k in probe)
+
+    bad = [("model.norm.weight", torch.ones(3)), ("lm_head.weight", torch.tensor([1.0, float("inf")]))]
+    with pytest.raises(WeightSyncError, match="non-finite values in 'lm_head.weight'"):
+        list(vb.checked_weights(bad, {}, to_cpu=False))
+    with pytest.raises(WeightSyncError, match="non-tensor value for 'x'"):
+        list(vb.checked_weights([("x", [1.0])], {}, to_cpu=False))
+    with pytest.raises(WeightSyncError, match="no weights"):
+        list(vb.checked_weights([], {}, to_cpu=False))

@@ -67,13 +67,13 @@ import dataclasses
 import gc
 import inspect
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from agentrl.policy.lora import merged_state_dict, save_hf_folder
+from agentrl.policy.lora import iter_merged_weights, save_hf_folder
 from agentrl.policy.model import stop_token_ids
 from agentrl.policy.records import CandidateScores, Completion, FinishReason, SamplingParams, WeightSyncError
 from agentrl.policy.sampling import CandidateChooser, call_with_timeout, check_candidates, prompt_seeds
@@ -172,6 +172,34 @@ def candidate_scores(
     )
 
 
+_PROBE_NAMES, _PROBE_ROWS = 8, 4
+
+
+def is_probe_name(name: str) -> bool:
+    """Parameters vLLM keeps under their HF names (embeddings, norms), read back to verify a sync; fused
+    ones (q/k/v -> qkv_proj, gate/up -> gate_up_proj) have no HF name in the engine."""
+    return "embed_tokens" in name or name.endswith("norm.weight")
+
+
+def checked_weights(
+    pairs: Iterable[tuple[str, Any]], probe: dict[str, torch.Tensor], *, to_cpu: bool
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Check each (name, tensor) as it passes to the engine (tensor, finite) and keep the first rows of a
+    few `is_probe_name` parameters in `probe` for the read-back. Raises WeightSyncError, also when empty."""
+    n = 0
+    for k, v in pairs:
+        if not isinstance(v, torch.Tensor):
+            raise WeightSyncError(f"non-tensor value for {k!r} ({type(v).__name__})")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise WeightSyncError(f"non-finite values in {k!r}")
+        if is_probe_name(k) and len(probe) < _PROBE_NAMES:
+            probe[k] = v.detach()[:_PROBE_ROWS].cpu()
+        n += 1
+        yield k, (v.detach().cpu() if to_cpu else v.detach())
+    if n == 0:
+        raise WeightSyncError("no weights to load")
+
+
 # ---------------------------------------------------------------- functions run on vLLM workers
 def _worker_model(worker: Any) -> torch.nn.Module:
     get_model = getattr(worker, "get_model", None)
@@ -232,6 +260,9 @@ class VLLMGenerator(CandidateChooser):
             )
         self.scoring: Scoring = "trace" if scoring != "prompt_logprobs" and trace_ok else "prompt_logprobs"
         self.in_process = in_process
+        self._world_size = int(llm_kwargs.get("tensor_parallel_size", 1)) * int(
+            llm_kwargs.get("pipeline_parallel_size", 1)
+        )
         if in_process:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         kwargs: dict[str, Any] = dict(
@@ -470,10 +501,13 @@ class VLLMGenerator(CandidateChooser):
     def load_weights(self, state_dict_or_model: Any, *, timeout_s: float | None = None) -> None:
         """Push HF-named weights into the running engine, then read a few back and compare them.
 
-        A module is read with `merged_state_dict` (a peft LoRA model gives its merged weights under plain
-        HF names). Raises WeightSyncError on a bad state dict, an RPC that fails or exceeds `timeout_s`
-        (default `sync_timeout_s`), or weights that read back different. After a failure, generation is
-        refused until a later load succeeds. While fully asleep, raises RuntimeError (use `wake_up(model)`).
+        A module is read with `iter_merged_weights` (a peft LoRA model gives its merged weights under plain
+        HF names); with the in-process engine on one GPU the pairs are streamed into vLLM's loader, so only
+        one merged layer exists at a time. A state dict is checked whole before the engine is touched.
+        Raises WeightSyncError on a bad state dict or tensor (non-tensor, non-finite), an RPC that fails or
+        exceeds `timeout_s` (default `sync_timeout_s`), or weights that read back different. After a
+        failure, generation is refused until a later load succeeds. While fully asleep, raises RuntimeError
+        (use `wake_up(model)`).
         """
         if self._asleep == "all":
             raise RuntimeError(
@@ -481,16 +515,17 @@ class VLLMGenerator(CandidateChooser):
             )
         src = state_dict_or_model
         if isinstance(src, torch.nn.Module):
-            src = merged_state_dict(src)
-        if not isinstance(src, Mapping) or not src:
+            pairs: Iterator[tuple[str, Any]] = iter_merged_weights(src)
+        elif isinstance(src, Mapping) and src:
+            pairs = iter(src.items())
+        else:
             raise WeightSyncError(f"expected a non-empty state dict or nn.Module, got {type(src).__name__}")
-        bad = [k for k, v in src.items() if not isinstance(v, torch.Tensor)]
-        if bad:
-            raise WeightSyncError(f"non-tensor values for {bad[:5]}")
-        nonfinite = [k for k, v in src.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-        if nonfinite:
-            raise WeightSyncError(f"non-finite values in {nonfinite[:5]}")
-        weights = [(k, v.detach() if self.in_process else v.detach().cpu()) for k, v in src.items()]
+        probe: dict[str, torch.Tensor] = {}
+        weights: Iterable[tuple[str, torch.Tensor]] = checked_weights(
+            pairs, probe, to_cpu=not self.in_process
+        )
+        if not (self.in_process and self._world_size == 1 and isinstance(src, torch.nn.Module)):
+            weights = list(weights)  # every check runs here, before the engine is touched
         timeout = self.sync_timeout_s if timeout_s is None else timeout_s
 
         self._poisoned = "an earlier load_weights failed part-way"
@@ -498,23 +533,24 @@ class VLLMGenerator(CandidateChooser):
             lambda: self.llm.collective_rpc(_rpc_load_weights, args=(weights,)), timeout, "vLLM load_weights"
         )
         self._reset_prefix_cache()
-        self._verify(src, timeout)
+        self._verify(probe, timeout)
         self._poisoned = None
         self.weights_version += 1
 
-    def _verify(self, src: Mapping[str, torch.Tensor], timeout: float | None) -> None:
-        # Parameters vLLM keeps under their HF names (embeddings, norms); fused ones (qkv_proj) are skipped.
-        names = [k for k in src if "embed_tokens" in k or k.endswith("norm.weight")][:8]
-        rows = 4
+    def _verify(self, probe: Mapping[str, torch.Tensor], timeout: float | None) -> None:
+        """Compare the first rows of the `probe` parameters, read back from every worker."""
+        names = list(probe)
         per_worker = call_with_timeout(
-            lambda: self.llm.collective_rpc(_rpc_param_rows, args=(names, rows)), timeout, "vLLM weight check"
+            lambda: self.llm.collective_rpc(_rpc_param_rows, args=(names, _PROBE_ROWS)),
+            timeout,
+            "vLLM weight check",
         )
         checked = 0
         for rank, got in enumerate(per_worker):
             for name, value in got.items():
                 if "embed_tokens" in name and rank > 0:
                     continue  # vocab-parallel shard: rows of rank > 0 are other token ids
-                expected = src[name].detach()[:rows].to(device="cpu", dtype=value.dtype)
+                expected = probe[name].to(dtype=value.dtype)
                 if not torch.equal(value, expected):
                     raise WeightSyncError(f"weight {name!r} on worker {rank} differs after load_weights")
                 checked += 1
