@@ -22,8 +22,9 @@ Version assumptions (vLLM >= 0.8, V1 engine):
 * Weights are pushed with `LLM.collective_rpc(callable, args=...)`: the callable runs on each worker and
   calls the vLLM model's `load_weights(weights=[(hf_name, tensor), ...])`, which accepts HF checkpoint names
   (q/k/v are fused into vLLM's qkv_proj by the model's loader). The model is reached with
-  `worker.get_model()` (V1) or `worker.model_runner.model`. A peft LoRA model is pushed as its merged
-  weights (`agentrl.policy.lora.merged_state_dict`).
+  `worker.get_model()` (V1) or `worker.model_runner.model`. A module (also a peft LoRA model) is pushed as
+  its merged weights (`agentrl.policy.lora.iter_merged_weights`), streamed lazily into the loader when the
+  engine is in this process on one GPU, so the sync holds one merged layer, not a merged copy.
 * `in_process=True` (default) sets `VLLM_ENABLE_V1_MULTIPROCESSING=0` before the engine starts, so the
   engine core runs in this process and weights are handed over without serialisation (the engine must be
   the first one created in the process for this to take effect).
@@ -260,11 +261,15 @@ class VLLMGenerator(CandidateChooser):
             )
         self.scoring: Scoring = "trace" if scoring != "prompt_logprobs" and trace_ok else "prompt_logprobs"
         self.in_process = in_process
-        self._world_size = int(llm_kwargs.get("tensor_parallel_size", 1)) * int(
-            llm_kwargs.get("pipeline_parallel_size", 1)
-        )
         if in_process:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # Weights can be streamed (a lazy iterator, never pickled) only into one worker in this process.
+        world = int(llm_kwargs.get("tensor_parallel_size", 1)) * int(
+            llm_kwargs.get("pipeline_parallel_size", 1)
+        )
+        self._stream_weights = (
+            in_process and world == 1 and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+        )
         kwargs: dict[str, Any] = dict(
             model=str(model),
             tokenizer=tokenizer,
@@ -524,7 +529,7 @@ class VLLMGenerator(CandidateChooser):
         weights: Iterable[tuple[str, torch.Tensor]] = checked_weights(
             pairs, probe, to_cpu=not self.in_process
         )
-        if not (self.in_process and self._world_size == 1 and isinstance(src, torch.nn.Module)):
+        if not (self._stream_weights and isinstance(src, torch.nn.Module)):
             weights = list(weights)  # every check runs here, before the engine is touched
         timeout = self.sync_timeout_s if timeout_s is None else timeout_s
 
