@@ -65,7 +65,7 @@ class PolicyAgent:
         max_new_tokens: int = 48, click_roles: tuple[str, ...] = ("button", "link"), extra_actions: tuple[str, ...] = (),
         described: bool = False, seed: int = 0,
     ) -> None:
-        from agentrl.policy.generation import HFGenerator
+        from agentrl.policy.hf_backend import HFGenerator
         from agentrl.policy.prompt import PromptBuilder
         from agentrl.policy.tokenizer import CHATML_TEMPLATE
 
@@ -87,8 +87,8 @@ class PolicyAgent:
 
     def act(self, obs: dict[str, Any]) -> str:
         from agentrl.learner.rollout import candidate_actions, compact_observation
-        from agentrl.policy.generation import SamplingParams
         from agentrl.policy.prompt import PromptTooLongError
+        from agentrl.policy.records import SamplingParams
 
         tree = parse_snapshot(obs["axtree"])
         view = {"axtree": obs["axtree"], "text": obs["text"]}.get(self.observation)

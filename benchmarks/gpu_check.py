@@ -37,8 +37,9 @@ from agentrl.learner.algos import get_algorithm  # noqa: E402
 from agentrl.learner.config import SHORT_SYSTEM_PROMPT, TrainConfig  # noqa: E402
 from agentrl.learner.rollout import Trajectory, Turn  # noqa: E402
 from agentrl.learner.update import Learner  # noqa: E402
-from agentrl.policy.generation import HFGenerator  # noqa: E402
-from agentrl.policy.model import LoraSpec, apply_lora, build_tiny_policy  # noqa: E402
+from agentrl.policy.hf_backend import HFGenerator  # noqa: E402
+from agentrl.policy.lora import LoraSpec, apply_lora  # noqa: E402
+from agentrl.policy.model import build_tiny_policy  # noqa: E402
 from agentrl.policy.prompt import PromptBuilder  # noqa: E402
 
 SHAPES = {  # Qwen2.5 configs (hidden, layers, heads, kv heads, intermediate), real vocab
@@ -212,7 +213,6 @@ def floor_run(model, device: torch.device, rows: int, length: int, steps: int) -
     sync(device)
     wall = time.perf_counter() - t0
     model.eval()
-    del opt
     return {"peak_gib": peak_gib(device), "tokens": rows * length * steps, "tokens_per_s": rows * length * steps / wall}
 
 

@@ -33,7 +33,7 @@ from agentrl.learner.algos import get_algorithm
 from agentrl.learner.config import SHORT_SYSTEM_PROMPT
 from agentrl.learner.rollout import GroupJob, RolloutEngine
 from agentrl.learner.update import Learner
-from agentrl.policy.generation import HFGenerator
+from agentrl.policy.hf_backend import HFGenerator
 from agentrl.policy.model import build_tiny_policy
 from agentrl.policy.prompt import PromptBuilder
 from agentrl.taskspec import load_task

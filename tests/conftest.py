@@ -101,7 +101,7 @@ def synthetic_batch(model: Any, tok: Any, groups: int = 3, size: int = 4, turns:
     softmax(seq / temperature) as the rollout records it) with varied rewards."""
     from agentrl.learner.config import SHORT_SYSTEM_PROMPT
     from agentrl.learner.rollout import Trajectory, Turn
-    from agentrl.policy.generation import HFGenerator
+    from agentrl.policy.hf_backend import HFGenerator
     from agentrl.policy.prompt import PromptBuilder
 
     gen = HFGenerator(model, tok)

@@ -18,9 +18,11 @@ from agentrl.learner.config import SHORT_SYSTEM_PROMPT, TrainConfig
 from agentrl.learner.forward import check_attention
 from agentrl.learner.rollout import Trajectory, Turn
 from agentrl.learner.update import Learner
-from agentrl.policy.generation import HFGenerator, SamplingParams
-from agentrl.policy.model import LoraSpec, apply_lora, build_tiny_policy
+from agentrl.policy.hf_backend import HFGenerator
+from agentrl.policy.lora import LoraSpec, apply_lora
+from agentrl.policy.model import build_tiny_policy
 from agentrl.policy.prompt import PromptBuilder
+from agentrl.policy.records import SamplingParams
 
 PRESETS = ["drgrpo", "grpo", "dapo", "ppo", "rloo"]
 

@@ -82,9 +82,10 @@ def test_openai_agent_retries_then_records_failure(tmp_path: Path) -> None:
 
 
 def test_hf_agent_uses_the_project_prompt_greedily(tiny: Path, tmp_path: Path) -> None:
-    from agentrl.policy.generation import HFGenerator, SamplingParams
+    from agentrl.policy.hf_backend import HFGenerator
     from agentrl.policy.model import load_policy
     from agentrl.policy.prompt import PromptBuilder
+    from agentrl.policy.records import SamplingParams
 
     env = BrowserEnv(OPEN, BrowserEnvConfig(root_dir=tmp_path, max_steps=2))
     try:

@@ -17,17 +17,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from agentrl.policy.generation import (
-    Completion,
-    Generator,
-    HFGenerator,
-    SamplingParams,
-    WeightSyncError,
-    call_with_timeout,
-    sampling_logprobs,
-    score_tokens,
-)
-from agentrl.policy.model import LoraSpec, build_tiny_policy, count_parameters, load_policy
+from agentrl.policy.hf_backend import HFGenerator, score_tokens
+from agentrl.policy.lora import LoraSpec
+from agentrl.policy.model import build_tiny_policy, count_parameters, load_policy
 from agentrl.policy.prompt import (
     TRUNCATION_MARKER,
     PromptBuilder,
@@ -35,6 +27,8 @@ from agentrl.policy.prompt import (
     join_completion,
     join_turns,
 )
+from agentrl.policy.records import Completion, Generator, SamplingParams, WeightSyncError
+from agentrl.policy.sampling import call_with_timeout, sampling_logprobs, truncated_is_weights
 from agentrl.policy.tokenizer import CHATML_TEMPLATE, default_corpus, train_tokenizer
 
 OBS = """- generic [ref=e1]:
@@ -409,3 +403,17 @@ def test_vllm_generator_tokens_and_logprobs(tiny, prompts) -> None:
         assert max(abs(a - b) for a, b in zip(ref, after.logprobs, strict=True)) < 0.05
     finally:
         gen.close()
+
+
+# ---------------------------------------------------------------- truncated importance sampling
+def test_truncated_is_weights_hand_computed() -> None:
+    learner = torch.tensor([0.0, -1.0, -2.0, 0.5], requires_grad=True)
+    behaviour = torch.tensor([0.0, -2.0, -1.0, -3.0])
+    w = truncated_is_weights(learner, behaviour, cap=2.0)
+    # exp(0) = 1; exp(1) = 2.718 -> capped at 2; exp(-1) = 0.3679; exp(3.5) = 33.1 -> 2
+    assert torch.allclose(w, torch.tensor([1.0, 2.0, 0.36787944, 2.0]))
+    assert not w.requires_grad  # a weight on the loss, never a path for gradients
+    with pytest.raises(ValueError, match="cap"):
+        truncated_is_weights(learner, behaviour, cap=0.0)
+    with pytest.raises(ValueError, match="differ"):
+        truncated_is_weights(learner, behaviour[:3], cap=2.0)

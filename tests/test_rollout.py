@@ -14,7 +14,7 @@ from agentrl.learner.batch import make_batch, turn_key
 from agentrl.learner.config import SHORT_SYSTEM_PROMPT
 from agentrl.learner.forward import key_forward
 from agentrl.learner.rollout import GroupJob, RolloutEngine, Trajectory, candidate_actions
-from agentrl.policy.generation import HFGenerator
+from agentrl.policy.hf_backend import HFGenerator
 from agentrl.policy.model import build_tiny_policy
 from agentrl.policy.prompt import PromptBuilder
 from agentrl.taskspec import load_task

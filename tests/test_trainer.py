@@ -23,9 +23,10 @@ from agentrl.learner.config import SHORT_SYSTEM_PROMPT, TrainConfig
 from agentrl.learner.rollout import GroupJob, RolloutEngine
 from agentrl.learner.trainer import UpdateNotSyncedError, check_sync
 from agentrl.learner.update import Learner
-from agentrl.policy.generation import HFGenerator, WeightSyncError
+from agentrl.policy.hf_backend import HFGenerator
 from agentrl.policy.model import build_tiny_policy
 from agentrl.policy.prompt import PromptBuilder
+from agentrl.policy.records import WeightSyncError
 from agentrl.taskspec import load_task
 
 REPO = Path(__file__).resolve().parents[1]

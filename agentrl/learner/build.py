@@ -15,8 +15,9 @@ from torch import nn
 
 from agentrl.learner.algos import AlgorithmPreset
 from agentrl.learner.config import TrainConfig
-from agentrl.policy.generation import HFGenerator
-from agentrl.policy.model import LoraSpec, apply_lora, build_tiny_policy, load_policy
+from agentrl.policy.hf_backend import HFGenerator
+from agentrl.policy.lora import LoraSpec, apply_lora
+from agentrl.policy.model import build_tiny_policy, load_policy
 from agentrl.taskspec import TaskSpec
 
 DEFAULT_TIS_CAP = 2.0  # TRL's vllm_importance_sampling_cap default

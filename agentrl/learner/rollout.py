@@ -36,8 +36,10 @@ import numpy as np
 from agentrl.envs.axtree import AXTree, parse_snapshot
 from agentrl.envs.browser import AsyncBrowserEnv, BrowserEnvConfig
 from agentrl.envs.host import BrowserHost
-from agentrl.policy.generation import Completion, HFGenerator, SamplingParams, candidate_completions
+from agentrl.policy.hf_backend import HFGenerator
 from agentrl.policy.prompt import PromptBuilder, PromptTooLongError
+from agentrl.policy.records import Completion, SamplingParams
+from agentrl.policy.sampling import candidate_completions
 from agentrl.rewards.router import RewardRouter
 from agentrl.taskspec import TaskSpec
 

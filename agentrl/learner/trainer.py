@@ -283,11 +283,8 @@ def train(
                 # 2. update (advantages, loss, optimizer step) and 3. weight sync with its guard
                 probe = weights_probe(generator, trajs)
                 before = generator.score_candidates([probe[0]], [probe[1]])[0].seq_logprobs if probe else None
-                upd = _update(learner, generator, trajs)
-                sync_delta = float("nan")
-                if upd["optimizer_steps"]:
-                    generator.load_weights(model)
-                    sync_delta = check_sync(generator, probe, before)
+                upd = update_and_sync(learner, generator, model, trajs)
+                sync_delta = check_sync(generator, probe, before) if upd["optimizer_steps"] else float("nan")
                 state.step += 1
                 state.episodes += int(roll["episodes"])
                 state.elapsed_s += time.perf_counter() - t_step
@@ -341,17 +338,24 @@ def train(
     return summary
 
 
-def _update(learner: Learner, generator: Any, trajs: list[Trajectory]) -> dict[str, float]:
-    """The learner's update; a vLLM generator sleeps through it (weights offloaded, KV cache freed) so both
-    fit on one GPU, and wakes up for the weight sync that follows."""
+def update_and_sync(learner: Learner, generator: Any, model: Any, trajs: list[Trajectory]) -> dict[str, float]:
+    """The learner's update, then the new weights into the generator. A vLLM generator sleeps through the
+    update (weights offloaded, KV cache freed) so both fit on one GPU, and wakes up with the new weights
+    (merged from LoRA, read back and checked; a failed sync raises WeightSyncError, never goes stale)."""
     sleeps = hasattr(generator, "sleep")
     if sleeps:
         generator.sleep()
     try:
-        return learner.update(trajs)
-    finally:
+        upd = learner.update(trajs)
+    except BaseException:
         if sleeps:
-            generator.wake_up()
+            generator.wake_up()  # level-1 sleep kept the old weights: valid, and the error goes up
+        raise
+    if sleeps:
+        generator.wake_up(model if upd["optimizer_steps"] else None)
+    elif upd["optimizer_steps"]:
+        generator.load_weights(model)
+    return upd
 
 
 def _with_sampler(state: TrainState, sampler: np.random.Generator) -> TrainState:

@@ -48,6 +48,8 @@ from agentrl.learner.batch import Batch, make_batch, plan_micro_batches
 from agentrl.learner.forward import KeyOutputs, check_attention, key_forward
 from agentrl.learner.optim import MasterAdamW, make_scheduler
 from agentrl.learner.rollout import Trajectory
+from agentrl.policy.lora import is_peft_model
+from agentrl.policy.sampling import truncated_is_weights
 
 
 def group_stats(trajs: Sequence[Trajectory]) -> dict[str, float]:
@@ -57,10 +59,6 @@ def group_stats(trajs: Sequence[Trajectory]) -> dict[str, float]:
         groups.setdefault((tr.task_id, tr.seed, tr.group), []).append(tr.ret)
     diff = [max(v) > min(v) for v in groups.values()]
     return {"groups": len(groups), "groups_with_reward_diff": sum(diff) / max(1, len(diff))}
-
-
-def is_peft(model: nn.Module) -> bool:
-    return hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
 
 
 class Learner:
@@ -113,7 +111,7 @@ class Learner:
             nn.init.zeros_(self.value_head.bias)
         self.ref: nn.Module | None = None  # a frozen copy; a LoRA policy's reference is its base (adapter off)
         self.needs_ref = float(algo.loss_kwargs.get("kl_coef", 0.0)) > 0 or algo.kl_in_reward_coef > 0
-        if self.needs_ref and not is_peft(model):
+        if self.needs_ref and not is_peft_model(model):
             self.ref = copy.deepcopy(model).eval().requires_grad_(False)
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
         if self.value_head is not None:
@@ -197,7 +195,7 @@ class Learner:
         batch.ref_logp, batch.old_values = ref_logp, old_values
         if old_logp is not None:  # truncated IS: ratio against the learner's own numerics, weighted
             assert self.tis_cap is not None
-            batch.is_weights = torch.exp(old_logp - batch.old_logp).clamp(max=self.tis_cap)
+            batch.is_weights = truncated_is_weights(old_logp, batch.old_logp, self.tis_cap)
             batch.old_logp = old_logp
         if self.algo.kl_in_reward_coef > 0 and batch.ref_logp is not None:
             kl_tok = KL.get(self.algo.kl_in_reward_estimator)(batch.old_logp, batch.ref_logp)  # (B, U)

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,29 +21,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from agentrl.policy.lora import LoraSpec, apply_lora
 from agentrl.policy.tokenizer import train_tokenizer
 
 TINY_DEFAULT_VOCAB = 2048
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    """LoRA adapter settings (applied with `peft` when given to `load_policy`)."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = (
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    )
-    bias: str = "none"
-    extra: dict[str, Any] = field(default_factory=dict)  # passed through to peft.LoraConfig
 
 
 def tiny_policy_config(
@@ -146,27 +126,6 @@ def _resolve_dtype(dtype: str | torch.dtype | None) -> str | torch.dtype | None:
     if not isinstance(value, torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}")
     return value
-
-
-def apply_lora(model: PreTrainedModel, lora: LoraSpec) -> PreTrainedModel:
-    """Wrap `model` with LoRA adapters via `peft` (imported here: it is an optional dependency)."""
-    try:
-        import peft
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "LoRA was requested but the 'peft' package is not installed. Install it with `pip install peft` "
-            "(or load the policy without `lora=`)."
-        ) from e
-    config = peft.LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        bias=lora.bias,
-        task_type="CAUSAL_LM",
-        **lora.extra,
-    )
-    return peft.get_peft_model(model, config)
 
 
 def load_policy(

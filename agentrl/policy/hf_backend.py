@@ -1,252 +1,29 @@
-"""Generation records, the `Generator` protocol and the transformers backend (`HFGenerator`).
-
-Everything here works on token ids: prompts come in as ids (see `agentrl.policy.prompt`), completions go
-out as the exact ids that were sampled, with their log-probs. The learner trains on those ids; nothing is
-ever re-tokenised from text ("the ids sampled are the ids trained on").
-
-Two ways to act:
-
-* `generate`: free sampling (temperature / top-p / stop strings), n samples per prompt.
-* `choose`: constrained decoding: the policy scores a list of valid action strings and samples among them.
-"""
+"""The transformers generation backend: `HFGenerator` (KV cache, left-padded batches, n samples sharing one
+prompt pass, constrained decoding in three scoring modes, guarded weight sync), `score_tokens` and
+`eval_mode`."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import math
-import secrets
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.cache_utils import DynamicLayer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from agentrl.policy.kv_cache import make_cache
+from agentrl.policy.lora import merged_state_dict
 from agentrl.policy.model import ensure_pad_token, stop_token_ids
-
-FinishReason = Literal["stop", "length", "constrained"]
-_T = TypeVar("_T")
-
-
-class WeightSyncError(RuntimeError):
-    """Weights could not be pushed into a generation engine (bad state dict, mismatch after copy, timeout)."""
-
-
-# ---------------------------------------------------------------- records
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to sample. `temperature=0` is greedy. `seed=None` draws a fresh seed per call.
-
-    `stop`: strings that end a completion (the token that completes a stop string is kept in `token_ids`).
-    The tokenizer's end-of-turn tokens (eos, `<|im_end|>`) always stop generation.
-    """
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 32
-    stop: tuple[str, ...] = ("\n", "<|im_end|>")
-    n: int = 1
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "stop", tuple(self.stop))
-        if self.temperature < 0 or not math.isfinite(self.temperature):
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1 or self.n < 1:
-            raise ValueError("max_new_tokens and n must be >= 1")
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One sampled completion of one prompt.
-
-    `logprobs[i]` is the log-prob of `token_ids[i]` under the distribution it was sampled from (free
-    sampling: after temperature and top-p; greedy and `choose`: the model's own token distribution).
-    For `choose`, `seq_logprob_restricted` is the log-prob of the chosen candidate under the distribution over
-    candidates it was sampled from, and `candidate_entropy` the entropy of that distribution (nats).
-    """
-
-    prompt_ids: tuple[int, ...]
-    token_ids: tuple[int, ...]
-    logprobs: tuple[float, ...]
-    text: str
-    finish_reason: FinishReason
-    seq_logprob_restricted: float | None = None
-    candidate_entropy: float | None = None
-    candidate_index: int | None = None
-    weights_version: int = 0
-
-    @property
-    def logprob(self) -> float:
-        """Sum of the token log-probs (the sequence log-prob)."""
-        return float(sum(self.logprobs))
-
-    @property
-    def action(self) -> str:
-        """The action text to send to the env: `text` up to the first newline, stripped."""
-        return self.text.split("\n", 1)[0].strip()
-
-
-@dataclass(frozen=True)
-class CandidateScores:
-    """Model scores of candidate action strings after one prompt (unrestricted token log-probs)."""
-
-    candidates: tuple[str, ...]
-    token_ids: tuple[tuple[int, ...], ...]  # candidate ids + end-of-turn id
-    token_logprobs: tuple[tuple[float, ...], ...]
-    seq_logprobs: tuple[float, ...]  # sum of token_logprobs per candidate
-
-    def log_probs(self, temperature: float = 1.0) -> torch.Tensor:
-        """(C,) log-softmax of sequence log-probs / temperature (temperature 0 is treated as 1)."""
-        t = temperature if temperature > 0 else 1.0
-        return torch.log_softmax(torch.tensor(self.seq_logprobs, dtype=torch.float64) / t, dim=0)
-
-    def probs(self, temperature: float = 1.0) -> torch.Tensor:
-        return self.log_probs(temperature).exp()
-
-    def entropy(self, temperature: float = 1.0) -> float:
-        """Entropy (nats) of the distribution over candidates; 0 for greedy."""
-        if temperature == 0:
-            return 0.0
-        lp = self.log_probs(temperature)
-        return float(-(lp.exp() * lp).sum())
-
-
-@runtime_checkable
-class Generator(Protocol):
-    """A generation backend. `weights_version` increases by one on each successful `load_weights`."""
-
-    weights_version: int
-
-    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[Completion]]: ...
-
-    def choose(
-        self, prompts: list[list[int]], candidates: list[list[str]], sampling: SamplingParams
-    ) -> list[list[Completion]]: ...
-
-    def load_weights(self, state_dict_or_model: Any) -> None: ...
-
-
-# ---------------------------------------------------------------- shared helpers (also used by vLLM backend)
-def prompt_seeds(seed: int | None, prompts: Sequence[Sequence[int]], salt: str = "") -> list[int]:
-    """A 63-bit seed per prompt from (seed, prompt ids, how many equal prompts came before it, salt).
-
-    Keying on the prompt content (not its position) makes a prompt's samples independent of what else is
-    in the batch, so batched and unbatched calls draw the same tokens.
-    """
-    base = secrets.randbits(63) if seed is None else seed
-    seen: dict[bytes, int] = {}
-    out = []
-    for p in prompts:
-        key = ",".join(map(str, p)).encode()
-        occ = seen.get(key, 0)
-        seen[key] = occ + 1
-        h = hashlib.blake2b(f"{base}|{occ}|{salt}|".encode() + key, digest_size=8).digest()
-        out.append(int.from_bytes(h, "little") >> 1)
-    return out
-
-
-def candidate_completions(
-    scores: CandidateScores,
-    prompt_ids: Sequence[int],
-    sampling: SamplingParams,
-    seed: int,
-    tokenizer: PreTrainedTokenizerBase,
-    weights_version: int = 0,
-) -> list[Completion]:
-    """Sample `sampling.n` candidates (with replacement) from softmax(seq_logprobs / temperature)."""
-    lp = scores.log_probs(sampling.temperature)  # (C,)
-    entropy = scores.entropy(sampling.temperature)
-    if sampling.temperature == 0:
-        picks = [int(torch.argmax(torch.tensor(scores.seq_logprobs)))] * sampling.n
-    else:
-        g = torch.Generator().manual_seed(seed)
-        picks = torch.multinomial(lp.exp(), sampling.n, replacement=True, generator=g).tolist()
-    return [
-        Completion(
-            prompt_ids=tuple(prompt_ids),
-            token_ids=scores.token_ids[c],
-            logprobs=scores.token_logprobs[c],
-            text=tokenizer.decode(list(scores.token_ids[c]), skip_special_tokens=True),
-            finish_reason="constrained",
-            seq_logprob_restricted=float(lp[c]),
-            candidate_entropy=entropy,
-            candidate_index=int(c),
-            weights_version=weights_version,
-        )
-        for c in picks
-    ]
-
-
-def check_candidates(candidates: Sequence[str]) -> None:
-    if not candidates:
-        raise ValueError("choose() needs at least one candidate action per prompt")
-    if len(set(candidates)) != len(candidates):
-        raise ValueError(
-            f"duplicate candidate actions: {sorted(c for c in set(candidates) if candidates.count(c) > 1)}"
-        )
-
-
-def call_with_timeout(fn: Callable[[], _T], timeout_s: float | None, what: str) -> _T:
-    """Run `fn` in a worker thread; raise WeightSyncError if it fails or takes longer than `timeout_s`."""
-    if timeout_s is None:
-        try:
-            return fn()
-        except Exception as e:
-            raise WeightSyncError(f"{what} failed: {e}") from e
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = e
-
-    th = threading.Thread(target=run, name=f"agentrl-{what}", daemon=True)
-    th.start()
-    th.join(timeout_s)
-    if th.is_alive():
-        raise WeightSyncError(f"{what} did not finish within {timeout_s:.0f}s")
-    if "error" in box:
-        raise WeightSyncError(f"{what} failed: {box['error']}") from box["error"]
-    return box["value"]
-
-
-def sampling_logprobs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """(R, V) log-probs of the distribution actually sampled from: temperature, then top-p (renormalised).
-
-    Tokens outside the nucleus get -inf. Temperature 0 returns the model's log-softmax (greedy).
-    """
-    if temperature == 0:
-        return torch.log_softmax(logits, dim=-1)
-    logp = torch.log_softmax(logits / temperature, dim=-1)  # (R, V)
-    if top_p < 1.0:
-        sorted_lp, order = logp.sort(dim=-1, descending=True)  # (R, V)
-        p = sorted_lp.exp()
-        drop_sorted = (p.cumsum(dim=-1) - p) >= top_p  # mass before the token already reaches top_p
-        drop_sorted[:, 0] = False
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logp = logp.masked_fill(drop, float("-inf"))
-        logp = logp - logp.logsumexp(dim=-1, keepdim=True)
-    return logp
-
-
-def sample_from_logprobs(logp: torch.Tensor, u: torch.Tensor, greedy: bool) -> torch.Tensor:
-    """(R,) token ids: inverse-CDF sampling of each row of `logp` (R, V) with its uniform `u` (R,)."""
-    if greedy:
-        return logp.argmax(dim=-1)
-    probs = logp.exp()  # (R, V)
-    cdf = probs.cumsum(dim=-1)  # (R, V)
-    target = (u * cdf[:, -1]).unsqueeze(-1)  # (R, 1)
-    tok = torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=logp.shape[-1] - 1)  # (R,)
-    bad = torch.isinf(logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1))  # rounding at the top end
-    return torch.where(bad, logp.argmax(dim=-1), tok)
+from agentrl.policy.records import CandidateScores, Completion, FinishReason, SamplingParams, WeightSyncError
+from agentrl.policy.sampling import (
+    CandidateChooser,
+    call_with_timeout,
+    check_candidates,
+    prompt_seeds,
+    sample_from_logprobs,
+    sampling_logprobs,
+)
 
 
 @torch.no_grad()
@@ -262,77 +39,6 @@ def score_tokens(
     return logp.gather(-1, target).squeeze(-1).tolist()
 
 
-# ---------------------------------------------------------------- transformers backend
-class _BufferedLayer(DynamicLayer):
-    """A `DynamicLayer` that appends into a preallocated (B, H, capacity, D) buffer.
-
-    The stock layer concatenates the whole cache at every decoding step (O(T) copy per token); this one
-    writes the new step in place and hands attention a view of the filled part.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.capacity = capacity
-        self._kbuf: torch.Tensor | None = None
-        self._vbuf: torch.Tensor | None = None
-        self._len = 0
-
-    def _sync(self) -> None:
-        assert self._kbuf is not None and self._vbuf is not None
-        self.keys = self._kbuf[:, :, : self._len]  # (B, H, T, D) view
-        self.values = self._vbuf[:, :, : self._len]
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        q = key_states.shape[-2]
-        if self._kbuf is None or self._len + q > self._kbuf.shape[-2]:
-            cap = max(self.capacity, self._len + q, 2 * (0 if self._kbuf is None else self._kbuf.shape[-2]))
-            B, H, _, D = key_states.shape
-            kbuf, vbuf = key_states.new_empty((B, H, cap, D)), value_states.new_empty((B, H, cap, D))
-            if self._kbuf is not None:
-                kbuf[:, :, : self._len] = self._kbuf[:, :, : self._len]
-                vbuf[:, :, : self._len] = self._vbuf[:, :, : self._len]  # type: ignore[index]
-            self._kbuf, self._vbuf = kbuf, vbuf
-        self._kbuf[:, :, self._len : self._len + q] = key_states
-        self._vbuf[:, :, self._len : self._len + q] = value_states  # type: ignore[index]
-        self._len += q
-        self._sync()
-        return self.keys, self.values
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        if self._kbuf is not None:
-            self._kbuf = self._kbuf.repeat_interleave(repeats, dim=0)
-            self._vbuf = self._vbuf.repeat_interleave(repeats, dim=0)  # type: ignore[union-attr]
-            self._sync()
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self._kbuf is not None:
-            self._kbuf, self._vbuf = self._kbuf[indices], self._vbuf[indices]  # type: ignore[index]
-            self._sync()
-
-    def crop(self, tokens_to_remove: int) -> None:
-        if self._kbuf is not None and tokens_to_remove:
-            self._len = max(0, self._len - abs(tokens_to_remove))
-            self._sync()
-
-    def reset(self) -> None:
-        super().reset()
-        self._kbuf = self._vbuf = None
-        self._len = 0
-
-
-def make_cache(model: PreTrainedModel, capacity: int) -> DynamicCache:
-    """A DynamicCache for `model` whose full-attention layers are preallocated for `capacity` tokens."""
-    cache = DynamicCache(config=model.config)
-    cache.layers = [
-        _BufferedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers
-    ]
-    return cache
-
-
 @contextlib.contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     """Run in eval mode (no dropout), restoring train mode after: the trainer may share the model."""
@@ -342,26 +48,6 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
-
-
-class CandidateChooser:
-    """`choose` for any backend that implements `score_candidates`: constrained decoding, shared by the
-    transformers and vLLM generators so both sample candidates identically."""
-
-    tokenizer: Any
-    weights_version: int
-    score_candidates: Callable[[list[list[int]], list[list[str]]], list[CandidateScores]]
-
-    def choose(
-        self, prompts: list[list[int]], candidates: list[list[str]], sampling: SamplingParams
-    ) -> list[list[Completion]]:
-        """Sample `sampling.n` of each prompt's candidate actions from softmax(seq log-prob / temperature)."""
-        scores = self.score_candidates(prompts, candidates)
-        seeds = prompt_seeds(sampling.seed, prompts, salt="choose")
-        return [
-            candidate_completions(s, p, sampling, seed, self.tokenizer, self.weights_version)
-            for s, p, seed in zip(scores, prompts, seeds, strict=True)
-        ]
 
 
 class HFGenerator(CandidateChooser):
@@ -661,7 +347,8 @@ class HFGenerator(CandidateChooser):
     def load_weights(self, state_dict_or_model: Any, *, timeout_s: float | None = None) -> None:
         """Copy trainer weights into the generation model and check they took effect.
 
-        Accepts a module (a no-op when it is this generator's own model) or a state dict. Raises
+        Accepts a module (a no-op when it is this generator's own model; a peft LoRA model is read through
+        `merged_state_dict`, so a plain copy of the base model can follow a LoRA trainer) or a state dict. Raises
         WeightSyncError on missing/unexpected keys, shape mismatch, non-finite values, a copy that does not
         verify, or a copy slower than `timeout_s` (default: the generator's `sync_timeout_s`). After a
         failed copy the generator refuses to generate until a later load succeeds.
@@ -671,7 +358,7 @@ class HFGenerator(CandidateChooser):
             if src is self.model:
                 self.weights_version += 1
                 return
-            src = src.state_dict()
+            src = merged_state_dict(src)  # a peft model gives its LoRA-merged weights under plain HF names
         if not isinstance(src, Mapping):
             raise WeightSyncError(f"expected a state dict or nn.Module, got {type(src).__name__}")
         target = self.model.state_dict()
