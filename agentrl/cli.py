@@ -189,14 +189,20 @@ def train(
     max_steps: int = typer.Option(None, help="Stop after this many optimizer steps in total."),
 ) -> None:
     """Train a policy with RL in the browser env: held-out success before and after, curves in the run dir."""
+    from agentrl.learner.build import check_generator
     from agentrl.learner.config import TrainConfig
     from agentrl.learner.trainer import train as run_train
 
     if resume is None and config is None:
         err.print("give a CONFIG.yaml, or --resume RUN_DIR")
         raise typer.Exit(2)
-    cfg = None if resume is not None else TrainConfig.load(config)
+    try:  # a config or a machine that cannot run it: one clear line, before anything is built
+        cfg = TrainConfig.load(resume / "config.yaml" if resume is not None else config)
+        check_generator(cfg)
+    except (ValueError, ImportError, RuntimeError, FileNotFoundError) as e:
+        raise fail(f"{resume / 'config.yaml' if resume is not None else config}: {e}") from None
     run_dir = resume or out or Path(cfg.out_dir)
+    cfg = None if resume is not None else cfg
     s = run_train(cfg, run_dir, resume=resume is not None, max_steps=max_steps, progress=sys.stderr.isatty())
     console.print(
         f"[bold]{s['algorithm']}[/bold]: held-out success ({s['eval_mode']}) {s['success_before']:.1%} -> "

@@ -192,3 +192,24 @@ def test_vllm_checked_weights_stream_checks_and_keeps_probe_rows(tiny) -> None:
         list(vb.checked_weights([("x", [1.0])], {}, to_cpu=False))
     with pytest.raises(WeightSyncError, match="no weights"):
         list(vb.checked_weights([], {}, to_cpu=False))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None and torch.cuda.is_available(), reason="vLLM can run here")
+def test_vllm_train_cli_refuses_before_building_anything(tmp_path: Path) -> None:
+    """`agentrl train` with `generator: vllm` where vLLM or CUDA is missing: a clear error, exit != 0,
+    and no run dir (nothing was built or started)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((repo / "configs/ci-smoke.yaml").read_text())
+    cfg.update(generator="vllm")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "agentrl.cli", "train", str(tmp_path / "c.yaml"), "--out", str(run)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    assert "VLLMGenerator needs" in p.stdout + p.stderr
+    assert not run.exists()

@@ -64,6 +64,14 @@ def build_policy(cfg: TrainConfig, run_dir: Path) -> tuple[nn.Module, Any]:
     return model, tok
 
 
+def check_generator(cfg: TrainConfig) -> None:
+    """Refuse a generator this machine cannot run before anything is built (a 8B model loads for minutes)."""
+    if cfg.generator == "vllm":
+        from agentrl.policy.vllm_backend import require_vllm
+
+        require_vllm()
+
+
 def build_generator(cfg: TrainConfig, model: nn.Module, tok: Any, run_dir: Path) -> Any:
     """``hf``: an HFGenerator on the learner's own model (same weights and numerics, no copy). ``vllm``: an
     in-process engine started from a saved folder of the current weights (merged from LoRA)."""

@@ -29,7 +29,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agentrl.envs.browser import BrowserEnvConfig
 from agentrl.learner.algos import AlgorithmPreset, get_algorithm
-from agentrl.learner.build import build_generator, build_policy, norm_length, overlong_lengths, tis_cap
+from agentrl.learner.build import (
+    build_generator,
+    build_policy,
+    check_generator,
+    norm_length,
+    overlong_lengths,
+    tis_cap,
+)
 from agentrl.learner.checkpoint import (
     TrainState,
     copy_checkpoint,
@@ -192,6 +199,7 @@ def train(
     if resume:
         cfg = TrainConfig.load(run_dir / "config.yaml")
     assert cfg is not None
+    check_generator(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.yaml")
     torch.set_num_threads(cfg.threads)

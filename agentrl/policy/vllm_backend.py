@@ -93,6 +93,14 @@ def _import_vllm() -> Any:
     return vllm
 
 
+def require_vllm() -> Any:
+    """vLLM and a CUDA GPU, or a clear error saying what is missing."""
+    vllm = _import_vllm()
+    if not torch.cuda.is_available():
+        raise RuntimeError("VLLMGenerator needs a CUDA GPU (torch.cuda.is_available() is False)")
+    return vllm
+
+
 def has_field(cls: Any, name: str) -> bool:
     """Whether a vLLM config/params class takes `name` (msgspec struct, dataclass or plain signature)."""
     if name in getattr(cls, "__struct_fields__", ()):
@@ -245,9 +253,7 @@ class VLLMGenerator(CandidateChooser):
         scoring: Scoring = "auto",
         **llm_kwargs: Any,
     ) -> None:
-        vllm = _import_vllm()
-        if not torch.cuda.is_available():
-            raise RuntimeError("VLLMGenerator needs a CUDA GPU (torch.cuda.is_available() is False)")
+        vllm = require_vllm()
         if scoring not in ("auto", "trace", "prompt_logprobs"):
             raise ValueError(f"scoring must be 'auto', 'trace' or 'prompt_logprobs', got {scoring!r}")
         trace_ok = has_field(vllm.SamplingParams, "trace_decode_token_ids") and has_field(
@@ -311,9 +317,7 @@ class VLLMGenerator(CandidateChooser):
         """Start an engine on the trainer's current weights: `save_hf_folder(model, tokenizer, workdir)` (LoRA
         merged), then `VLLMGenerator(workdir, enable_sleep_mode=True, **engine_kwargs)`. No network: the
         engine loads the local folder. vLLM and CUDA are checked before anything is written."""
-        _import_vllm()
-        if not torch.cuda.is_available():
-            raise RuntimeError("VLLMGenerator needs a CUDA GPU (torch.cuda.is_available() is False)")
+        require_vllm()
         path = save_hf_folder(model, tokenizer, workdir)
         engine_kwargs.setdefault("enable_sleep_mode", True)
         return cls(path, **engine_kwargs)
