@@ -34,20 +34,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from agentrl.learner.algos import get_algorithm  # noqa: E402
-from agentrl.learner.config import SHORT_SYSTEM_PROMPT, TrainConfig  # noqa: E402
-from agentrl.learner.rollout import Trajectory, Turn  # noqa: E402
+from agentrl.learner.config import TrainConfig  # noqa: E402
+from agentrl.learner.synthetic import scored_trajectories, shaped_trajectories  # noqa: E402
 from agentrl.learner.update import Learner  # noqa: E402
-from agentrl.policy.hf_backend import HFGenerator  # noqa: E402
 from agentrl.policy.lora import LoraSpec, apply_lora  # noqa: E402
 from agentrl.policy.model import build_tiny_policy  # noqa: E402
-from agentrl.policy.prompt import PromptBuilder  # noqa: E402
 
 SHAPES = {  # Qwen2.5 configs (hidden, layers, heads, kv heads, intermediate), real vocab
     "0.5B": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, intermediate_size=4864),
     "1.5B": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, intermediate_size=8960),
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128),
 }
-PAGE = '- main [ref=e1]:\n  - heading "Save" [ref=e2]\n  - button "{b}" [ref=e3]\n  - link "Open" [ref=e4]'
 
 
 def sync(device: torch.device) -> None:
@@ -65,34 +62,12 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def recorded_batch(model, tok, temperature: float = 1.0) -> list[Trajectory]:
-    """3 groups x 4 episodes, 1-2 turns, scored by the real generator (what a rollout records)."""
-    gen, builder = HFGenerator(model, tok), PromptBuilder(tok, system=SHORT_SYSTEM_PROMPT)
-    cands = ["click(e2)", "click(e3)", "click(e4)"]
-    out = []
-    for g in range(3):
-        for i in range(4):
-            tr = Trajectory("t", seed=g, group=g, sample=i)
-            for k in range(1 + (i + g) % 2):
-                prompt = builder.build("Click the button.", PAGE.format(b=f"B{g}{k}"), [t.action for t in tr.turns]).ids
-                sc = gen.score_candidates([prompt], [cands])[0]
-                c = (i + k) % 3
-                tr.turns.append(Turn(
-                    prompt_ids=prompt, completion_ids=list(sc.token_ids[c]), logprobs=list(sc.token_logprobs[c]),
-                    action=cands[c], candidates=cands, candidate_ids=[list(x) for x in sc.token_ids], candidate_index=c,
-                    candidate_entropy=sc.entropy(temperature), seq_logprob_restricted=float(sc.log_probs(temperature)[c]),
-                    reward=float(c == 1),
-                ))
-            out.append(tr)
-    return out
-
-
 def check_presets(device: torch.device) -> list[dict]:
     base, tok = build_tiny_policy(Path(tempfile.mkdtemp(prefix="tiny-")), seed=0)
     rows = []
     for name in ("grpo", "drgrpo", "dapo", "ppo", "rloo"):
         model = copy.deepcopy(base).to(device=device, dtype=torch.bfloat16)
-        trajs = recorded_batch(model, tok)
+        trajs = scored_trajectories(model, tok)
         algo = get_algorithm(name, **({"loss_kwargs": {"kl_coef": 0.05}} if name == "grpo" else {}))
         before = [p.detach().clone() for p in model.parameters()]
         lrn = Learner(model, algo, lr=1e-3, norm_length=2, overlong=(64, 16) if algo.overlong else None)
@@ -113,7 +88,7 @@ def check_lora(device: torch.device) -> dict:
     cfg = Qwen2Config(vocab_size=len(tok), max_position_embeddings=2048, tie_word_embeddings=True, **SHAPES["tiny"])
     torch.manual_seed(0)
     model = apply_lora(Qwen2ForCausalLM(cfg).to(device=device, dtype=torch.bfloat16), LoraSpec(r=8, alpha=16))
-    trajs = recorded_batch(model, tok)
+    trajs = scored_trajectories(model, tok)
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     m = Learner(model, get_algorithm("grpo"), lr=1e-3, norm_length=2).update(trajs)  # KL to the base
@@ -126,31 +101,6 @@ def check_lora(device: torch.device) -> dict:
     return row
 
 
-def scale_batch(vocab: int, groups: int, size: int, turns: int, prompt_len: int, cands: int, cand_len: int,
-                seed: int = 0) -> list[Trajectory]:
-    """Trajectories shaped like the rollout's: a group's first prompt shared, later prompts distinct."""
-    g = torch.Generator().manual_seed(seed)
-
-    def ids(n: int) -> list[int]:
-        return torch.randint(10, vocab, (n,), generator=g).tolist()
-
-    out = []
-    for grp in range(groups):
-        first = ids(prompt_len)
-        for i in range(size):
-            tr = Trajectory("t", seed=grp, group=grp, sample=i)
-            for k in range(turns):
-                cid = [ids(cand_len) for _ in range(cands)]
-                c = (i + k) % cands
-                tr.turns.append(Turn(
-                    prompt_ids=first if k == 0 else ids(prompt_len), completion_ids=cid[c], logprobs=[0.0] * cand_len,
-                    action=f"a{c}", candidates=[f"a{j}" for j in range(cands)], candidate_ids=cid, candidate_index=c,
-                    candidate_entropy=0.0, seq_logprob_restricted=-3.7, reward=float((i + grp) % 2),
-                ))
-            out.append(tr)
-    return out
-
-
 def scale_run(shape: str, device: torch.device, dims: dict, cfg: TrainConfig) -> dict:
     vocab = 151_936 if shape != "tiny" else 512
     qcfg = Qwen2Config(vocab_size=vocab, max_position_embeddings=4096, tie_word_embeddings=True, **SHAPES[shape])
@@ -158,7 +108,7 @@ def scale_run(shape: str, device: torch.device, dims: dict, cfg: TrainConfig) ->
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(qcfg).to(device=device, dtype=torch.bfloat16)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    trajs = scale_batch(vocab, **dims)
+    trajs = shaped_trajectories(vocab, **dims)
     lrn = Learner(model, get_algorithm(cfg.algorithm), lr=cfg.learning_rate, micro_batch_tokens=cfg.micro_batch_tokens,
                   norm_length=dims["turns"], lr_schedule="constant", warmup_steps=0)
     # behaviour log-probs from the policy itself (a no-grad pass), so the update sees on-policy ratios

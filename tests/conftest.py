@@ -90,36 +90,3 @@ def play_near_miss(env: BrowserEnv, near: Any, seed: int, *, strict: bool = Fals
         if strict:
             assert not info["action_error"], f"near-miss {near.name!r} is broken: {info['action_error']}"
     return info
-
-
-# ---------------------------------------------------------------- learner helpers (test_trainer, test_learner_device)
-PAGE = '- main [ref=e1]:\n  - heading "Save" [level=2] [ref=e2]\n  - button "{b}" [ref=e3]\n  - link "Open" [ref=e4]'
-
-
-def synthetic_batch(model: Any, tok: Any, groups: int = 3, size: int = 4, turns: int = 2, temperature: float = 1.0) -> list:
-    """Recorded-looking trajectories (ids and log-probs from the model itself, the choice's log-prob under
-    softmax(seq / temperature) as the rollout records it) with varied rewards."""
-    from agentrl.learner.config import SHORT_SYSTEM_PROMPT
-    from agentrl.learner.rollout import Trajectory, Turn
-    from agentrl.policy.hf_backend import HFGenerator
-    from agentrl.policy.prompt import PromptBuilder
-
-    gen = HFGenerator(model, tok)
-    builder = PromptBuilder(tok, system=SHORT_SYSTEM_PROMPT)
-    cands = ["click(e2)", "click(e3)", "click(e4)"]
-    out = []
-    for g in range(groups):
-        for i in range(size):
-            tr = Trajectory("t", seed=g, group=g, sample=i)
-            for k in range(1 + (i + g) % turns):
-                prompt = builder.build("Click the button.", PAGE.format(b=f"B{g}{k}"), [t.action for t in tr.turns]).ids
-                sc = gen.score_candidates([prompt], [cands])[0]
-                c = (i + k) % 3
-                tr.turns.append(Turn(
-                    prompt_ids=prompt, completion_ids=list(sc.token_ids[c]), logprobs=list(sc.token_logprobs[c]),
-                    action=cands[c], candidates=cands, candidate_ids=[list(x) for x in sc.token_ids], candidate_index=c,
-                    candidate_entropy=sc.entropy(temperature), seq_logprob_restricted=float(sc.log_probs(temperature)[c]),
-                    reward=float(c == 1) * (1 + g) / 2,
-                ))
-            out.append(tr)
-    return out

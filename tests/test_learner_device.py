@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import PAGE, REPO, synthetic_batch
+from conftest import REPO
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from agentrl.learner.algos import get_algorithm
@@ -17,6 +17,8 @@ from agentrl.learner.build import norm_length, overlong_lengths
 from agentrl.learner.config import SHORT_SYSTEM_PROMPT, TrainConfig
 from agentrl.learner.forward import check_attention
 from agentrl.learner.rollout import Trajectory, Turn
+from agentrl.learner.synthetic import PAGE
+from agentrl.learner.synthetic import scored_trajectories as synthetic_batch
 from agentrl.learner.update import Learner
 from agentrl.policy.hf_backend import HFGenerator
 from agentrl.policy.lora import LoraSpec, apply_lora

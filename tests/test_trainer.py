@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import synthetic_batch
 
 from agentrl.learner.algos import get_algorithm
 from agentrl.learner.batch import make_batch, plan_micro_batches
 from agentrl.learner.config import SHORT_SYSTEM_PROMPT, TrainConfig
 from agentrl.learner.rollout import GroupJob, RolloutEngine
+from agentrl.learner.synthetic import scored_trajectories as synthetic_batch
 from agentrl.learner.trainer import UpdateNotSyncedError, check_sync
 from agentrl.learner.update import Learner
 from agentrl.policy.hf_backend import HFGenerator
