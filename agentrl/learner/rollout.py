@@ -80,16 +80,14 @@ class Trajectory:
     truncated: bool = False
     truncation_reason: str | None = None
     error: str | None = None  # an exception ended the episode (its turns are still recorded)
+    # ended for a reason that is not the policy's doing (an exception, a dead browser or a failed page, a
+    # start page without any candidate, a prompt that cannot fit): its return is not a reward
+    infra_failure: bool = False
 
     @property
     def ret(self) -> float:
         return float(sum(t.reward for t in self.turns))
 
-    @property
-    def infra_failure(self) -> bool:
-        """The episode ended for a reason that is not the policy's doing: an exception, a dead browser, a page
-        that failed, no candidate on the page, a prompt that cannot fit. Its return is not a reward."""
-        return self.error is not None or (self.truncated and self.truncation_reason != MAX_STEPS_REASON)
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "return": self.ret})
@@ -260,6 +258,7 @@ class RolloutEngine:
             "truncated_context": sum(n for r, n in reasons.items() if r and r.startswith("context")),
             "prompt_cut_turns": sum(t.prompt_truncated for tr in trajectories for t in tr.turns),
             "errors": sum(t.error is not None for t in trajectories),
+            "infra_failures": sum(t.infra_failure for t in trajectories),
             "action_errors": sum(t.action_error is not None for tr in trajectories for t in tr.turns),
             "success": float(np.mean([t.success for t in trajectories])) if trajectories else 0.0,
         }
@@ -336,6 +335,7 @@ class RolloutEngine:
             except Exception as e:  # noqa: BLE001 - recorded on the trajectory and counted, never dropped
                 traj.truncated, traj.error = True, f"{type(e).__name__}: {e}"
                 traj.truncation_reason = traj.truncation_reason or "error"
+                traj.infra_failure = True
             finally:
                 free.append(env)
         if fh is not None:
@@ -352,6 +352,7 @@ class RolloutEngine:
             cands = candidate_actions(tree, self.click_roles, self.extra_actions, described=self.described)
             if not cands:
                 traj.truncated, traj.truncation_reason = True, "no candidate actions on the page"
+                traj.infra_failure = not traj.turns  # a dead end the policy walked into is its own doing
                 return
             view = {"axtree": obs["axtree"], "text": obs["text"]}.get(self.observation) or compact_observation(
                 tree, self.click_roles
@@ -360,6 +361,7 @@ class RolloutEngine:
                 prompt = self.builder.build(obs["goal"], view, history)
             except PromptTooLongError as e:
                 traj.truncated, traj.truncation_reason = True, f"context budget: {e}"
+                traj.infra_failure = True
                 return
             comp, cand_ids = await self._ask(prompt.ids, cands)
             action = cands[int(comp.candidate_index or 0)]
@@ -387,6 +389,7 @@ class RolloutEngine:
             if terminated or truncated:
                 traj.terminated, traj.truncated = terminated, truncated
                 traj.truncation_reason = info.get("truncation_reason") if truncated else None
+                traj.infra_failure = truncated and traj.truncation_reason != MAX_STEPS_REASON
                 return
 
 
