@@ -87,7 +87,11 @@ def check_sync(generator: Any, probe: tuple[list[int], list[str]] | None, before
 
 
 def evaluate(engine: RolloutEngine, cfg: TrainConfig, specs: list[TaskSpec]) -> dict[str, float]:
-    """Held-out success: ``eval_episodes`` seeds per task from ``eval_seed_start``, one episode each."""
+    """Held-out success: ``eval_episodes`` seeds per task from ``eval_seed_start``, one episode each.
+
+    Episodes lost to the infrastructure are not failures of the policy: success is over the others, and
+    ``eval_infra_failures`` says how many were left out (a run whose evals lose episodes says so).
+    """
     jobs = [
         GroupJob(s.id, cfg.eval_seed_start + i, 1, group=j * cfg.eval_episodes + i)
         for j, s in enumerate(specs)
@@ -95,11 +99,14 @@ def evaluate(engine: RolloutEngine, cfg: TrainConfig, specs: list[TaskSpec]) -> 
     ]
     temp = 0.0 if cfg.eval_greedy else cfg.temperature
     res = engine.collect(jobs, temperature=temp, seed=cfg.seed + 12345)
-    out = {"success": res.stats["success"], "eval_episodes_per_s": res.stats["episodes_per_s"]}
+    scored = [t for t in res.trajectories if not t.infra_failure]
+    out = {"success": float(np.mean([t.success for t in scored])) if scored else 0.0,
+           "eval_episodes_per_s": res.stats["episodes_per_s"]}
     for s in specs:
-        mine = [t.success for t in res.trajectories if t.task_id == s.id]
+        mine = [t.success for t in scored if t.task_id == s.id]
         out[f"success/{s.id}"] = float(np.mean(mine)) if mine else 0.0
     out["eval_errors"] = res.stats["errors"]
+    out["eval_infra_failures"] = res.stats["infra_failures"]
     return out
 
 
