@@ -46,23 +46,20 @@ def _step(**kw: Any) -> OracleStep:
 
 # ------------------------------------------------------------------ URLs
 def _literal_path(pattern: str) -> str | None:
-    """The one path a rendered `url_matches` pattern names, when it names one (escapes undone, anchors
-    dropped); None for a pattern with alternatives or repetitions."""
+    """The one path a rendered `url_matches` pattern names (escapes undone, anchors and an optional
+    trailing group dropped), or None for a pattern with alternatives or repetitions."""
     p = pattern.removeprefix("^").removesuffix("$")
+    if p.endswith(")?") and "(" in p:
+        p = p[: p.index("(")]
     out, i = "", 0
     while i < len(p):
-        c = p[i]
-        if c == "\\" and i + 1 < len(p):
-            out += p[i + 1]
-            i += 2
-            continue
-        if c in "()[]{}*+?|.^$":
-            if c == "(" and p.endswith(")?") and p.find("(") == i:  # an optional suffix: the bare path
-                return out
-            return None if c != "." else None
-        out += c
-        i += 1
-    return out or None
+        if p[i] == "\\" and i + 1 < len(p):
+            out, i = out + p[i + 1], i + 2
+        elif p[i] in "()[]{}*+?|.^$":
+            return None
+        else:
+            out, i = out + p[i], i + 1
+    return out if out.startswith("/") else None
 
 
 def error_page_plans(spec: TaskSpec, variant: TaskVariant) -> list[Plan]:
@@ -138,6 +135,144 @@ def constant_answer_stats(
     return ConstantAnswer(spec.id, best, hits, len(variants), len(counts))
 
 
+def constant_answer_table(specs: list[TaskSpec], first_seed: int, n: int = 1000) -> list[ConstantAnswer]:
+    """`constant_answer_stats` for every answer task of `specs` over seeds ``first_seed .. first_seed+n-1``
+    (facts from an in-process sandbox)."""
+    answer_tasks = [s for s in specs if _answer_milestones(s.milestones)]
+    if not answer_tasks:
+        return []
+    from agentrl.sandbox.server import SandboxServer
+
+    with SandboxServer() as server:
+        facts = {seed: server.open_episode(f"constant-{seed}", seed) for seed in range(first_seed, first_seed + n)}
+    return [r for s in answer_tasks if (r := constant_answer_stats(s, facts)) is not None]
+
+
 def constant_answer_plans(spec: TaskSpec, best: str) -> list[Plan]:
     """done(<best constant>) as the first action (from `constant_answer_stats`)."""
     return [Plan("constant_answer", f"done({json.dumps(best)}) first", (_step(done=best),))]
+
+
+# ------------------------------------------------------------------ state
+_RESTORABLE = ("fill", "select")
+
+
+def _restore(step: OracleStep, start: AXTree) -> OracleStep | None:
+    """The step that puts the field `step` sets back to its value in `start` (the episode's first page)."""
+    target = getattr(step, step.kind)
+    at = next((i for i, e in enumerate(start.elements) if e.ref and e.matches(target.role, target.name)), None)
+    if at is None:
+        return None
+    el = start.elements[at]
+    if step.kind == "fill":
+        return _step(fill={"role": target.role, "name": target.name, "text": el.value})
+    chosen = el.value
+    for o in start.elements[at + 1 :]:  # its options: the nodes under it
+        if o.depth <= el.depth:
+            break
+        if o.role == "option" and "selected" in o.attrs:
+            chosen = chosen or o.name
+    return _step(select={"role": target.role, "name": target.name, "option": chosen}) if chosen else None
+
+
+def undo_plans(variant: TaskVariant, start: AXTree) -> list[Plan]:
+    """For an oracle that sets fields on one form and submits it (``fill``/``select`` steps, then one
+    ``click``) and has more than one goal: each field set and submitted alone, then put back to its value
+    on the start page, and the other fields set and submitted. The undone change must not count."""
+    *sets, submit = variant.oracle
+    goals = [m for m in variant.milestones if m.category == "goal"]
+    if len(goals) < 2 or len(sets) < 2 or submit.kind != "click" or any(s.kind not in _RESTORABLE for s in sets):
+        return []
+    plans = []
+    for i, s in enumerate(sets):
+        back = _restore(s, start)
+        if back is None:
+            continue
+        target = getattr(s, s.kind)
+        rest = [x for j, x in enumerate(sets) if j != i]
+        plans.append(Plan("undo", f"set {target.name!r}, submit, put it back, set the rest, submit",
+                          (s, submit, back, *rest, submit)))
+    return plans
+
+
+# ------------------------------------------------------------------ order
+@dataclass(frozen=True)
+class OracleTrace:
+    """What the oracle did on one seed: per step, the page's path (with query) after it and the ids fired."""
+
+    paths: list[str]
+    fired: list[list[str]]
+
+
+def skipped_prerequisite_plans(variant: TaskVariant, trace: OracleTrace) -> list[Plan]:
+    """For every milestone with `after`, the oracle's way to it cut short by typing an address: the page
+    the oracle was on when it fired, then the oracle's remaining steps; and the page before, then the
+    oracle's step that fired it and the rest. A prerequisite the jump does not fire was skipped: the
+    milestone must not fire, nor the task succeed."""
+    step_of = {mid: i for i, ids in enumerate(trace.fired) for mid in ids}
+    plans: list[Plan] = []
+    for m in variant.milestones:
+        i = step_of.get(m.id)
+        if not m.after or i is None:
+            continue
+        jumps = [(trace.paths[i], i + 1)] + ([(trace.paths[i - 1], i)] if i > 0 else [])
+        for path, resume in jumps:
+            plans.append(Plan("skipped_prerequisite", f"{m.id} (after {', '.join(m.after)}): goto {path}",
+                              (_step(goto=path), *variant.oracle[resume:])))
+    return plans
+
+
+# ------------------------------------------------------------------ playing
+@dataclass
+class Outcome:
+    success: bool
+    fired: list[str]  # milestone ids, in firing order
+    errors: list[str]  # action errors and steps that named nothing on the page
+
+
+def play(env: Any, seed: int, steps: tuple[OracleStep, ...] | list[OracleStep]) -> Outcome:
+    """Play oracle-style `steps` in a browser env (a step naming an element that is not there is skipped
+    and recorded), then ``done()``; what the episode earned."""
+    from agentrl.agents import OracleStepError, oracle_action
+    from agentrl.envs.axtree import parse_snapshot
+
+    obs, _ = env.reset(seed=seed)
+    fired: list[str] = []
+    errors: list[str] = []
+    success = ended = False
+    for k, st in enumerate([*steps, _step(done="")]):
+        if ended:
+            break
+        if k == len(steps) and any(x.kind == "done" for x in steps):
+            break
+        try:
+            action = oracle_action(st, parse_snapshot(obs["axtree"]), k)
+        except OracleStepError as e:
+            errors.append(str(e))
+            continue
+        obs, _, terminated, truncated, info = env.step(action)
+        fired += [m.id for m in info["milestones"]]
+        success = info["success"]
+        ended = terminated or truncated
+        if info["action_error"]:
+            errors.append(f"step {k + 1}: {info['action_error']}")
+    return Outcome(success, fired, errors)
+
+
+def trace_oracle(env: Any, seed: int) -> tuple[OracleTrace, AXTree]:
+    """Play the oracle once: its trace, and the start page's accessibility tree (for `undo_plans`)."""
+    from agentrl.agents import oracle_action
+    from agentrl.envs.axtree import parse_snapshot
+
+    obs, _ = env.reset(seed=seed)
+    start = parse_snapshot(obs["axtree"])
+    paths: list[str] = []
+    fired: list[list[str]] = []
+    for k, st in enumerate(env.variant.oracle):
+        obs, _, terminated, truncated, info = env.step(oracle_action(st, parse_snapshot(obs["axtree"]), k))
+        parts = urllib.parse.urlsplit(obs["url"])
+        paths.append(parts.path + (f"?{parts.query}" if parts.query else ""))
+        fired.append([m.id for m in info["milestones"]])
+        if terminated or truncated:
+            break
+    return OracleTrace(paths, fired), start
