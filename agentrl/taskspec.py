@@ -35,8 +35,9 @@ from agentrl.yamlpos import Loc, TaskFileError, field_name, line_of, load_with_l
 _TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
 #: anything that opens a template: each must be a whole, well-formed `_TEMPLATE`
 _TEMPLATE_OPEN = re.compile(r"\{\{(.*?)(\}\}|$)", re.S)
-#: the fields whose strings are templated (`TaskSpec.render`)
-_TEMPLATED = ("instruction", "start", "milestones", "oracle", "near_misses")
+#: where strings are templated (`TaskSpec.render`): these fields, and these keys of the items of these lists
+_TEMPLATED_FIELDS = ("instruction", "oracle")
+_TEMPLATED_ITEMS = {"start": "files", "milestones": "params", "near_misses": "steps"}
 
 
 class _Model(BaseModel):
@@ -454,27 +455,43 @@ def _unknown_app(spec: TaskSpec) -> list[str]:
 
 
 def _malformed_templates(data: dict[str, Any]) -> list[tuple[Loc, str]]:
-    """Every `{{` in a templated field that does not open a well-formed `{{name}}`: it would reach the
-    agent (or a detector) verbatim."""
+    """Every `{{` in a templated field that does not open a well-formed `{{name}}`, and every `{{` in a
+    field that is never templated: either would reach the agent, the browser or a detector verbatim."""
     out: list[tuple[Loc, str]] = []
 
-    def walk(value: Any, loc: Loc) -> None:
+    def check(value: Any, loc: Loc, templated: bool) -> None:
         if isinstance(value, str):
             for m in _TEMPLATE_OPEN.finditer(value):
-                if not m.group(2):
+                if not templated:
+                    out.append((loc, f"templates are not filled in this field: {m.group(0)[:40]!r}"))
+                elif not m.group(2):
                     out.append((loc, f"unclosed template {m.group(0)[:40]!r}: write {{{{name}}}}"))
                 elif not _TEMPLATE.fullmatch(m.group(0)):
-                    out.append((loc, f"malformed template {m.group(0)!r}: a template is {{{{name}}}} or {{{{app.name}}}} (letters, digits, '_', '.')"))
+                    out.append((loc, f"malformed template {m.group(0)!r}: a template is {{{{name}}}} or "
+                                     "{{app.name}} (letters, digits, '_', '.')"))
         elif isinstance(value, dict):
             for k, v in value.items():
-                walk(k, (*loc, k))
-                walk(v, (*loc, k))
+                check(k, (*loc, k), templated and loc[-2:] == ("start", "files"))  # start file names are filled
+                check(v, (*loc, k), templated)
         elif isinstance(value, list):
             for i, v in enumerate(value):
-                walk(v, (*loc, i))
+                check(v, (*loc, i), templated)
 
-    for key in _TEMPLATED:
-        walk(data.get(key), (key,))
+    for key, value in data.items():
+        inner = _TEMPLATED_ITEMS.get(key)
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+        if inner is None or items is None:
+            check(value, (key,), key in _TEMPLATED_FIELDS)
+        elif isinstance(value, dict):  # start: only its files are templated
+            for k, v in items:
+                check(v, (key, k), k == inner)
+        else:
+            for i, item in items:
+                if isinstance(item, dict):
+                    for k, v in item.items():
+                        check(v, (key, i, k), k == inner)
+                else:
+                    check(item, (key, i), False)
     return out
 
 

@@ -15,7 +15,9 @@ from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
 from agentrl.sandbox.server import SandboxServer
 from agentrl.suites import SUITES_DIR
 from conftest import REPO
+from typer.testing import CliRunner
 
+from agentrl import cli
 from agentrl.coverage import CONSTANT_SEEDS, MAX_CONSTANT_RATE
 from agentrl.fidelity import (
     Plan,
@@ -85,9 +87,10 @@ def test_fidelity_a_path_in_the_query_string_is_not_the_page(envs) -> None:
         assert mid is None or mid not in out.fired, (task, out)
 
 
-def test_fidelity_login_redirect_with_next_is_not_the_protected_page(envs) -> None:
-    out = play(envs("accounts-login"), SEED, steps({"goto": "/accounts/apply"}))
-    assert "on_form" not in out.fired and not out.success, out
+def test_fidelity_login_page_with_next_is_not_the_protected_page(envs) -> None:
+    for goto in ("/accounts/login?next=/accounts/apply", "/accounts/apply"):  # typed, and the redirect there
+        out = play(envs("accounts-login"), SEED, steps({"goto": goto}))
+        assert "on_form" not in out.fired and not out.success, (goto, out)
 
 
 def test_fidelity_error_page_and_query_string_variants_of_every_url_milestone_earn_nothing(envs) -> None:
@@ -191,18 +194,13 @@ def test_fidelity_filter_set_needs_a_search_with_the_filter(envs) -> None:
 
 
 def test_fidelity_text_typed_into_a_field_is_not_text_the_page_shows(envs) -> None:
-    env = envs("nav-ledger-open")
-    v = variables(env)
-    out = play(env, SEED, steps(
-        {"fill": {"role": "searchbox", "name": "Search reports", "text": f"page {v['tx_page']} of {v['tx_pages']}."}},
-    ))
-    assert not out.errors and "page_shown" not in out.fired, out
-    env = envs("search-filter-product")
-    v = variables(env)
-    out = play(env, SEED, steps(
-        {"fill": {"role": "searchbox", "name": "Search articles", "text": f"1 results for “{v['topic']}” · {v['product']}."}},
-    ))
-    assert not out.errors and "filtered_results" not in out.fired, out
+    for task, mid, box in (("nav-ledger-open", "page_shown", "Search reports"),
+                           ("search-filter-product", "filtered_results", "Search articles")):
+        env = envs(task)
+        env.reset(seed=SEED)
+        text = next(m.params["text"] for m in env.variant.milestones if m.id == mid)
+        out = play(env, SEED, steps({"fill": {"role": "searchbox", "name": box, "text": text}}))
+        assert not out.errors and mid not in out.fired, (task, out)
 
 
 def test_fidelity_typing_the_thank_you_url_is_not_subscribing(envs) -> None:
@@ -262,10 +260,19 @@ oracle:
 """
 
 
+def validate(*paths: Path) -> tuple[int, list[str], str]:
+    """`agentrl tasks validate` as a user runs it: exit code, problem lines, summary line."""
+    result = CliRunner().invoke(cli.app, ["tasks", "validate", *map(str, paths)])
+    lines = result.output.splitlines()
+    return result.exit_code, [ln for ln in lines if not ln.endswith("task files valid")], lines[-1] if lines else ""
+
+
 def problems_of(tmp_path: Path, text: str, name: str = "t.yaml") -> list[str]:
     f = tmp_path / name
     f.write_text(text)
-    return validate_files([f]).problems
+    code, problems, _ = validate(f)
+    assert (code == 0) == (not problems), (code, problems)
+    return problems
 
 
 def test_fidelity_validate_accepts_the_base_task(tmp_path: Path) -> None:
@@ -312,10 +319,17 @@ def test_fidelity_validate_reports_every_file_whatever_an_earlier_one_did(tmp_pa
     (tmp_path / "c-cycle.yaml").write_text(TASK.replace("    category: nav\n", "    category: nav\n    after: [a]\n"))
     (tmp_path / "d-good.yaml").write_text(TASK)
     (tmp_path / "e-app.yaml").write_text(TASK.replace("app: reports", "app: nowhere"))
-    report = validate_files([tmp_path])
-    assert report.valid == 1 and len(report.files) == 5
+    code, problems, summary = validate(tmp_path)
+    assert code == 1 and summary == "1/5 task files valid", (summary, problems)
     for name in ("a-binary", "b-tag", "c-cycle", "e-app"):
-        assert any(p.startswith(str(tmp_path / f"{name}.yaml") + ":") for p in report.problems), (name, report.problems)
+        assert any(p.startswith(str(tmp_path / f"{name}.yaml") + ":") for p in problems), (name, problems)
+    report = validate_files([tmp_path])
+    assert report.valid == 1 and len(report.files) == 5 and len(report.problems) == len(problems)
+
+
+def test_fidelity_validate_refuses_templates_where_none_are_filled(tmp_path: Path) -> None:
+    probs = problems_of(tmp_path, TASK.replace("path: /reports/}", "path: \"/reports/{{report_slug}}\"}"))
+    assert any(":3: start.path: templates are not filled in this field" in p for p in probs), probs
 
 
 def test_fidelity_bundled_suites_validate() -> None:
