@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agentrl.envs.axtree import AXTree
 from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+from agentrl.rewards.detectors import DETECTORS, StepContext
+from agentrl.rewards.milestones import MilestoneTracker
 from agentrl.sandbox.server import SandboxServer
 from agentrl.suites import SUITES_DIR
 from conftest import REPO
@@ -32,7 +35,8 @@ from agentrl.fidelity import (
 )
 from agentrl.suite import load_suite_spec
 from agentrl.taskcheck import validate_files
-from agentrl.taskspec import OracleStep, TaskFileError, load_suite, load_task
+from agentrl.taskspec import Milestone, OracleStep, TaskFileError, load_suite, load_task
+from agentrl.types import RequestEvent
 
 SUITES = [load_suite_spec(SUITES_DIR / "web"), load_suite_spec(SUITES_DIR / "core")]
 TASKS = {t.id: t for s in SUITES for t in s.tasks}
@@ -104,6 +108,42 @@ def test_fidelity_error_page_and_query_string_variants_of_every_url_milestone_ea
             assert not out.success and mid not in out.fired, (task, plan.label, out)
             played += 1
     assert played >= 4 * 12  # every bundled URL milestone that names one page, four variants each
+
+
+def ctx_at(url: str, history: list[Any], **kw: Any) -> StepContext:
+    return StepContext(step=1, events=[], history=history, url=url, title="", ax=AXTree("", ()),
+                       episode_dir=Path("."), **kw)
+
+
+def test_fidelity_url_matches_the_whole_path_of_a_2xx_sandbox_document() -> None:
+    info = DETECTORS.get("url_matches")
+    o = "http://127.0.0.1:9"
+    ok = [RequestEvent(method="GET", url=f"{o}/reports/q1", status=200)]
+    assert info(ctx_at(f"{o}/reports/q1", ok), {"pattern": "/reports/q1$"})
+    assert info(ctx_at(f"{o}/reports/q1?x=1#top", [RequestEvent(method="GET", url=f"{o}/reports/q1?x=1", status=200)]),
+                {"pattern": "/reports/q1"})  # the query counts only when the pattern asks for it
+    for url, status, pattern in (
+        (f"{o}/nope/reports/q1", 404, "/reports/q1$"),  # an error page
+        (f"{o}/nope/reports/q1", 200, "/reports/q1$"),  # anchored at the start of the path
+        (f"{o}/reports/?q=/reports/q1", 200, "/reports/q1$"),  # a path in the query string
+        (f"{o}/reports/q1", 302, "/reports/q1$"),  # a redirect on its way elsewhere
+    ):
+        assert not info(ctx_at(url, [RequestEvent(method="GET", url=url, status=status)]), {"pattern": pattern}), url
+    assert not info(ctx_at("data:text/html,/reports/q1", []), {"pattern": ".*"})  # never answered by the sandbox
+    assert info(ctx_at(f"{o}/kb/?q=a&page=2", [RequestEvent(method="GET", url=f"{o}/kb/?q=a&page=2", status=200)]),
+                {"pattern": "/kb/\\?(.*&)?page=2"})
+
+
+def test_fidelity_tracker_revokes_a_state_goal_that_no_longer_holds() -> None:
+    goal = Milestone(id="tz", detector="server_state", params={"path": "s.tz", "equals": "UTC"}, category="goal")
+    seen = Milestone(id="seen", detector="server_state", params={"path": "s.seen"}, category="nav")
+    tracker = MilestoneTracker([goal, seen], ["tz"])
+    rewards = []
+    for tz in ("UTC", "CET", "UTC"):
+        fired = tracker.update(ctx_at("", [], server_state={"s": {"tz": tz, "seen": 1}}))
+        rewards.append(sum(e.reward for e in fired))
+        assert tracker.success == (tz == "UTC"), (tz, tracker.revoked)
+    assert rewards[0] > 0 and rewards[1:] == [0, 0]  # paid once; success follows the state
 
 
 # ---------------------------------------------------------------- answers: evidence and entropy
