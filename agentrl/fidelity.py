@@ -1,18 +1,23 @@
 """Shortcuts that milestones must not pay for, as plain generators: what the exploit probe plays.
 
-Each generator takes a task and one seed's rendered variant and returns labelled action plans (action
-strings of the env's action language) that a policy hunting for shortcuts would try:
+Each generator takes a task's rendered variant (for one seed) and returns labelled plans, `Plan`: a kind, a
+label and oracle-style steps (``{goto: /x}``, ``{done: "7"}``, the oracle's own steps) that a policy
+hunting for shortcuts would try:
 
-* `error_page_plans`: every URL milestone's page reached as an error page (``/nope/<path>``) or named in
-  the query string of another page (``/<app>/?q=<path>``);
-* `constant_answer_plans`: ``done(<the best constant answer>)`` as the very first action;
-* `undo_plans`: the oracle up to each state milestone's step, then the start page's form put back and
-  submitted as it was (the change undone), then the rest of the oracle;
-* `skipped_prerequisite_plans`: for every milestone with `after`, the oracle without the steps that fire
-  its prerequisites (typing its URL, answering straight away).
+* `error_page_plans`: every URL milestone's page reached as an error page (``/nope/<path>``,
+  ``<path>/nope``) or named in the query string of another page (``/<app>/?q=<path>``,
+  ``<start path>?next=<path>``);
+* `constant_answer_plans`: ``done(<the best constant answer>)`` as the very first action, the answer
+  from `constant_answer_stats`;
+* `undo_plans`: each field of a one-form oracle set and submitted alone, then put back to its value on
+  the start page, then the other fields set and submitted;
+* `skipped_prerequisite_plans`: for every milestone with `after`, the address of the page where the
+  oracle fired it typed straight away, then the oracle's remaining steps.
 
-None of them may reach success; the tests play them through the real env. `constant_answer_stats`
-measures, over many seeds, how often the best constant answer is right (docs/coverage.md).
+`play` runs a plan in a browser env and says what it earned; `trace_oracle` records the oracle's pages
+and milestones (for `skipped_prerequisite_plans`) and the start page (for `undo_plans`). None of the
+plans may succeed (tests/test_fidelity.py). `constant_answer_stats` / `constant_answer_table` measure, over
+many seeds, how often the best constant answer is right (docs/coverage.md).
 """
 
 from __future__ import annotations
