@@ -153,9 +153,9 @@ def constant_answer_table(specs: list[TaskSpec], first_seed: int, n: int = 1000)
     return [r for s in answer_tasks if (r := constant_answer_stats(s, facts)) is not None]
 
 
-def constant_answer_plans(spec: TaskSpec, best: str) -> list[Plan]:
-    """done(<best constant>) as the first action (from `constant_answer_stats`)."""
-    return [Plan("constant_answer", f"done({json.dumps(best)}) first", (_step(done=best),))]
+def constant_answer_plans(stats: ConstantAnswer) -> list[Plan]:
+    """done(<the task's best constant answer>) as the first action (`stats` from `constant_answer_stats`)."""
+    return [Plan("constant_answer", f"done({json.dumps(stats.best)}) first", (_step(done=stats.best),))]
 
 
 # ------------------------------------------------------------------ state
