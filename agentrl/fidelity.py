@@ -233,6 +233,7 @@ class Outcome:
     success: bool
     fired: list[str]  # milestone ids, in firing order
     errors: list[str]  # action errors and steps that named nothing on the page
+    revoked: list[str]  # state milestones that fired and no longer held at the end
 
 
 def play(env: Any, seed: int, steps: tuple[OracleStep, ...] | list[OracleStep]) -> Outcome:
@@ -244,6 +245,7 @@ def play(env: Any, seed: int, steps: tuple[OracleStep, ...] | list[OracleStep]) 
     obs, _ = env.reset(seed=seed)
     fired: list[str] = []
     errors: list[str] = []
+    revoked: list[str] = []
     success = ended = False
     for k, st in enumerate([*steps, _step(done="")]):
         if ended:
@@ -257,11 +259,11 @@ def play(env: Any, seed: int, steps: tuple[OracleStep, ...] | list[OracleStep]) 
             continue
         obs, _, terminated, truncated, info = env.step(action)
         fired += [m.id for m in info["milestones"]]
-        success = info["success"]
+        success, revoked = info["success"], info["revoked"]
         ended = terminated or truncated
         if info["action_error"]:
             errors.append(f"step {k + 1}: {info['action_error']}")
-    return Outcome(success, fired, errors)
+    return Outcome(success, fired, errors, revoked)
 
 
 def trace_oracle(env: Any, seed: int) -> tuple[OracleTrace, AXTree]:
