@@ -53,28 +53,18 @@ def resolve_task(task: str) -> Path:
 
 @tasks_app.command("validate")
 def tasks_validate(paths: list[Path] = typer.Argument(..., help="Task files or suite folders.")) -> None:
-    """Check task files against the schema and the detector signatures; every error with file:line: field."""
-    from agentrl.sandbox.server import SandboxServer
-    from agentrl.taskspec import discover, load_task
+    """Check task files against the schema, the detector signatures and a live sandbox; every error with
+    file:line: field, every file reported."""
+    from agentrl.taskcheck import validate_files
 
-    files = discover(paths)
-    if not files:
+    report = validate_files(paths)
+    if not report.files:
         err.print(f"[red]no task files under {', '.join(map(str, paths))}[/red]")
         raise typer.Exit(2)
-    problems: list[str] = []
-    ok = 0
-    with SandboxServer() as server:  # a dry render per task catches unknown template variables
-        for f in files:
-            try:
-                spec = load_task(f)
-                spec.render(0, server.open_episode(f"validate-{spec.id}", 0))
-                ok += 1
-            except TaskFileError as e:
-                problems += e.problems
-    for p in problems:
+    for p in report.problems:
         err.print(p, markup=False, highlight=False)
-    console.print(f"{ok}/{len(files)} task files valid")
-    if problems:
+    console.print(f"{report.valid}/{len(report.files)} task files valid")
+    if report.problems:
         raise typer.Exit(1)
 
 

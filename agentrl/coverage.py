@@ -1,5 +1,6 @@
 """Milestone coverage of a suite: the scripted agent on every task x seed (does it succeed, which milestones
-fire in which order, is that order the same on every seed) and the random agent's success per category.
+fire in which order, is that order the same on every seed), the random agent's success per category, and
+for each answer task how often its best constant answer is right (`agentrl.fidelity.constant_answer_table`).
 
 >>> suite = load_suite_spec("tasks/web")                              # doctest: +SKIP
 >>> cov = measure(suite, seeds=[100000, 100001], random_seeds=2)      # doctest: +SKIP
@@ -19,9 +20,12 @@ from pathlib import Path
 from agentrl.agents import RandomAgent, ScriptedAgent
 from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
 from agentrl.evaluate import EpisodeResult, run_episode
+from agentrl.fidelity import ConstantAnswer, constant_answer_table
 from agentrl.suite import Suite
 
 RANDOM_SEED_OFFSET = 7_000  # random-agent episodes use other seeds than the scripted ones
+CONSTANT_SEEDS = 1000  # seeds (from the split's first) over which the best constant answer is measured
+MAX_CONSTANT_RATE = 0.02  # the most the best constant answer may be right on (tests/test_fidelity.py)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class Coverage:
     seeds: list[int]
     random_seeds: int
     tasks: list[TaskCoverage] = field(default_factory=list)
+    #: per answer task, how often the best constant answer is right (`agentrl.fidelity`)
+    constants: list[ConstantAnswer] = field(default_factory=list)
 
     def by_category(self) -> dict[str, list[TaskCoverage]]:
         out: dict[str, list[TaskCoverage]] = defaultdict(list)
@@ -123,6 +129,7 @@ def measure(
             successes=sum(r.success for r in results), orders=tuple(tuple(r.milestones) for r in results),
             errors=tuple(errors), random_successes=sum(r.success for r in rand), random_episodes=len(rand),
         ))
+    cov.constants = constant_answer_table(tasks, seeds[0], CONSTANT_SEEDS)
     return cov
 
 
@@ -162,6 +169,16 @@ def to_markdown(cov: Coverage, command: str = "") -> str:
     ok, n = sum(t.successes for t in cov.tasks), sum(len(t.seeds) for t in cov.tasks)
     rok, rn = sum(t.random_successes for t in cov.tasks), sum(t.random_episodes for t in cov.tasks)
     lines.append(f"| **all** | {len(cov.tasks)} | | {_pct(ok, n)} | {_pct(rok, rn)} |")
+    if cov.constants:
+        lines += ["", "## Best constant answer", "",
+                  f"For each answer task, the answer that is right on the most of {CONSTANT_SEEDS} seeds from "
+                  f"{cov.seeds[0]} on (among the oracle's answers over those seeds), and how often it is right: "
+                  f"`done(<it>)` as the first action, never looking at the page. At most "
+                  f"{MAX_CONSTANT_RATE:.0%} is allowed (tests/test_fidelity.py); an answer also counts only after "
+                  "the milestone that shows its source.", "",
+                  "| task | distinct right answers | best constant | right on | rate |", "|---|---|---|---|---|"]
+        for c in sorted(cov.constants, key=lambda c: (-c.rate, c.task_id)):
+            lines.append(f"| {c.task_id} | {c.distinct} | `{c.best}` | {c.hits}/{c.seeds} | {c.rate:.1%} |")
     if cov.failing:
         lines += ["", "## Problems", ""]
         for t in cov.failing:

@@ -33,6 +33,11 @@ from agentrl.types import CATEGORIES, DEFAULT_WEIGHTS, Category
 from agentrl.yamlpos import Loc, TaskFileError, field_name, line_of, load_with_lines
 
 _TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
+#: anything that opens a template: each must be a whole, well-formed `_TEMPLATE`
+_TEMPLATE_OPEN = re.compile(r"\{\{(.*?)(\}\}|$)", re.S)
+#: where strings are templated (`TaskSpec.render`): these fields, and these keys of the items of these lists
+_TEMPLATED_FIELDS = ("instruction", "oracle")
+_TEMPLATED_ITEMS = {"start": "files", "milestones": "params", "near_misses": "steps"}
 
 
 class _Model(BaseModel):
@@ -336,6 +341,7 @@ def load_task(path: str | Path) -> TaskSpec:
     spec._path = path
     spec._lines = lines
     problems += _cross_check(spec)
+    problems += [f"{spec.where(loc)}: {msg}" for loc, msg in _malformed_templates(data)]
     if problems:
         raise TaskFileError(problems)
     return spec
@@ -396,6 +402,8 @@ def _cross_check(spec: TaskSpec) -> list[str]:
                     loc = ("milestones", i, "params", *err["loc"])
                     kind = "missing required parameter" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
                     problems.append(f"{spec.where(loc)}: {kind} for detector {m.detector}")
+    problems += _after_cycles(spec)
+    problems += _unknown_app(spec)
     if not any(m.category == "goal" for m in spec.milestones) and spec.success == "all_goals":
         problems.append(f"{spec.where(('milestones',))}: no milestone has category 'goal', so success cannot be verified")
     if isinstance(spec.success, list):
@@ -407,6 +415,84 @@ def _cross_check(spec: TaskSpec) -> list[str]:
             if s not in ids:
                 problems.append(f"{spec.where(('near_misses', j, 'must_not', k))}: unknown milestone '{s}'{did_you_mean(s, tuple(ids))}")
     return problems
+
+
+def _after_cycles(spec: TaskSpec) -> list[str]:
+    """Each `after` cycle once (a milestone waiting on itself through others can never fire), at the
+    milestone of the cycle that comes first in the file."""
+    ids = {m.id: i for i, m in enumerate(spec.milestones)}
+    after = {m.id: [a for a in m.after if a in ids and a != m.id] for m in spec.milestones}
+    problems: list[str] = []
+    reported: set[frozenset[str]] = set()
+    for start in after:
+        stack: list[tuple[str, list[str]]] = [(start, [start])]
+        while stack:
+            node, trail = stack.pop()
+            for nxt in after[node]:
+                if nxt == start:
+                    cycle = frozenset(trail)
+                    if cycle not in reported:
+                        reported.add(cycle)
+                        first = min(trail, key=ids.__getitem__)
+                        k = trail.index(first)
+                        loop = " -> ".join([*trail[k:], *trail[:k], first])
+                        problems.append(f"{spec.where(('milestones', ids[first], 'after'))}: `after` cycle {loop}: none of them can ever fire")
+                elif nxt not in trail:
+                    stack.append((nxt, [*trail, nxt]))
+    return problems
+
+
+def _unknown_app(spec: TaskSpec) -> list[str]:
+    from agentrl.sandbox.apps import default_apps
+    from agentrl.sandbox.desktop import APPS
+
+    names = tuple(a.name for a in default_apps())
+    if spec.env == "desktop":
+        names += tuple(n for n in APPS.names() if n not in names)
+    if spec.start.app in names:
+        return []
+    return [f"{spec.where(('start', 'app'))}: unknown app '{spec.start.app}'{did_you_mean(spec.start.app, names)} (apps: {', '.join(names)})"]
+
+
+def _malformed_templates(data: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """Every `{{` in a templated field that does not open a well-formed `{{name}}`, and every `{{` in a
+    field that is never templated: either would reach the agent, the browser or a detector verbatim."""
+    out: list[tuple[Loc, str]] = []
+
+    def check(value: Any, loc: Loc, templated: bool) -> None:
+        if isinstance(value, str):
+            for m in _TEMPLATE_OPEN.finditer(value):
+                if not templated:
+                    out.append((loc, f"templates are not filled in this field: {m.group(0)[:40]!r}"))
+                elif not m.group(2):
+                    out.append((loc, f"unclosed template {m.group(0)[:40]!r}: write {{{{name}}}}"))
+                elif not _TEMPLATE.fullmatch(m.group(0)):
+                    out.append((loc, f"malformed template {m.group(0)!r}: a template is {{{{name}}}} or "
+                                     "{{app.name}} (letters, digits, '_', '.')"))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                check(k, (*loc, k), templated and loc[-2:] == ("start", "files"))  # start file names are filled
+                check(v, (*loc, k), templated)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                check(v, (*loc, i), templated)
+
+    for key, value in data.items():
+        inner = _TEMPLATED_ITEMS.get(key)
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+        if inner is None or items is None:
+            check(value, (key,), key in _TEMPLATED_FIELDS)
+        elif isinstance(value, dict):  # start: only its files are templated
+            for k, v in items:
+                check(v, (key, k), k == inner)
+        else:
+            for i, item in items:
+                if isinstance(item, dict):
+                    for k, v in item.items():
+                        check(v, (key, i, k), k == inner)
+                else:
+                    check(item, (key, i), False)
+    return out
 
 
 def discover(paths: list[str | Path]) -> list[Path]:

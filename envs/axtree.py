@@ -16,6 +16,8 @@ _LINE = re.compile(
     r"(?P<rest>.*)$"
 )
 _ATTR = re.compile(r"\[([^\]=]+)(?:=([^\]]*))?\]")
+#: roles whose value is what the agent typed, not what the page says
+EDITABLE_ROLES = frozenset({"textbox", "searchbox", "spinbutton", "combobox"})
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,11 @@ class AXTree:
 
     @property
     def visible_text(self) -> str:
-        """Names and values of every node, one per line: what a person could read on the page."""
-        return "\n".join(filter(None, (f"{e.name} {e.value}".strip() for e in self.elements)))
+        """Names and values of every node, one per line: what the page shows. The value of a field the
+        agent can type into is left out: text the agent typed is not text the page shows."""
+        return "\n".join(filter(None, (
+            (e.name if e.role in EDITABLE_ROLES else f"{e.name} {e.value}").strip() for e in self.elements
+        )))
 
 
 def _unescape(name: str) -> str:

@@ -890,6 +890,7 @@ class AsyncBrowserEnv:
             "events": events,
             "success": ep.tracker.success,
             "completed": list(ep.tracker.order),
+            "revoked": sorted(ep.tracker.revoked),  # completed state milestones that no longer hold
             "return": ep.ret,
             "action_error": error,
             "instruction": ep.variant.instruction,

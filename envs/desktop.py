@@ -649,6 +649,7 @@ class DesktopEnv(gym.Env[dict, str]):
     def _info(self, ep: _Episode, fired: list[MilestoneEvent], events: list[Event], *, error: str | None) -> dict[str, Any]:
         return {
             "milestones": fired, "events": events, "success": ep.tracker.success, "completed": list(ep.tracker.order),
+            "revoked": sorted(ep.tracker.revoked),
             "return": ep.ret, "action_error": error, "instruction": ep.variant.instruction,
             "variables": dict(ep.variant.variables), "step": ep.t,
         }

@@ -16,6 +16,7 @@ import fnmatch
 import hashlib
 import inspect
 import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,9 @@ class DetectorInfo:
     needs: frozenset[str]  # subset of {"fields", "js", "server_state"}
     params_model: type[BaseModel]
     regex_params: frozenset[str]
+    #: a state detector: what it checks must still hold at the end of the episode for a goal to count
+    #: (`MilestoneTracker.success`); the others report events, which count once they happened
+    final_state: bool = False
 
     def __call__(self, ctx: StepContext, params: dict[str, Any]) -> Evidence | None:
         return self.fn(ctx, **params)
@@ -95,8 +99,11 @@ class DetectorInfo:
 DETECTORS: Registry[DetectorInfo] = Registry("detector")
 
 
-def detector(name: str, *, needs: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
-    """Register a detector; its keyword-only parameters become the YAML parameter schema."""
+def detector(
+    name: str, *, needs: tuple[str, ...] = (), final_state: bool = False
+) -> Callable[[Callable], Callable]:
+    """Register a detector; its keyword-only parameters become the YAML parameter schema. `final_state`:
+    it checks a state the agent can undo, so a goal it decides must still hold when the episode ends."""
 
     def deco(fn: Callable) -> Callable:
         sig = inspect.signature(fn, eval_str=True)
@@ -115,7 +122,7 @@ def detector(name: str, *, needs: tuple[str, ...] = ()) -> Callable[[Callable], 
             f"{name}_params", __config__=ConfigDict(extra="forbid", strict=False), **fields_
         )
         DETECTORS.register(name)(
-            DetectorInfo(name, fn, frozenset(needs), model, frozenset(regex_params))
+            DetectorInfo(name, fn, frozenset(needs), model, frozenset(regex_params), final_state)
         )
         return fn
 
@@ -131,11 +138,31 @@ def _name_ok(text: str, name: str | None, name_re: str | None) -> bool:
 # ---------------------------------------------------------------- navigation
 @detector("url_matches")
 def url_matches(ctx: StepContext, *, pattern: Regex) -> Evidence | None:
-    """The page's URL (after the step, or any navigation completed during it) matches `pattern` (re.search)."""
+    """A page the agent is on (after the step, or one a navigation landed on during it) has a path that
+    `pattern` matches whole (re.fullmatch; the query counts only when the pattern asks for it:
+    ``/kb/\\?page=2``), and its document loaded from the sandbox with a 2xx status: an error page, a
+    redirect on its way elsewhere or a page of another origin never matches."""
     urls = [e.url for e in ctx.events if isinstance(e, NavigationEvent)] + [ctx.url]
     for url in urls:
-        if re.search(pattern, url):
+        if _path_matches(pattern, url) and 200 <= (_document_status(ctx.history, url) or 0) < 300:
             return Evidence(detail=f"navigated to {url}", data={"url": url})
+    return None
+
+
+def _path_matches(pattern: str, url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    if re.fullmatch(pattern, parts.path or "/"):
+        return True
+    return bool(parts.query) and re.fullmatch(pattern, f"{parts.path}?{parts.query}") is not None
+
+
+def _document_status(history: list[Event], url: str) -> int | None:
+    """The status of the last response the sandbox sent for `url` (its fragment aside): the document's
+    status. None when the sandbox never answered it (another origin, a page the agent wrote, about:blank)."""
+    want = url.split("#", 1)[0]
+    for e in reversed(history):
+        if isinstance(e, RequestEvent) and e.url.split("#", 1)[0] == want:
+            return e.status
     return None
 
 
@@ -220,7 +247,7 @@ def _field_value(f: FieldState) -> str:
     return f.value
 
 
-@detector("field_matches", needs=("fields",))
+@detector("field_matches", needs=("fields",), final_state=True)
 def field_matches(ctx: StepContext, *, field: str, pattern: Regex) -> Evidence | None:
     """The form field named `field` (label, name or id) has a value matching `pattern` (re.fullmatch).
 
@@ -233,7 +260,7 @@ def field_matches(ctx: StepContext, *, field: str, pattern: Regex) -> Evidence |
     return None
 
 
-@detector("form_filled", needs=("fields",))
+@detector("form_filled", needs=("fields",), final_state=True)
 def form_filled(ctx: StepContext, *, fields: dict[str, Regex]) -> Evidence | None:
     """Partial credit r_form = N_filled / N_expected: how many `fields` (name -> regex) hold a matching value."""
     ok = [k for k, pat in fields.items() if (f := _find_field(ctx.fields or [], k)) and re.fullmatch(pat, _field_value(f))]
@@ -361,7 +388,7 @@ def _lookup(state: Any, path: str) -> Any:
     return cur
 
 
-@detector("server_state", needs=("server_state",))
+@detector("server_state", needs=("server_state",), final_state=True)
 def server_state(
     ctx: StepContext,
     *,

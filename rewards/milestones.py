@@ -17,12 +17,18 @@ class MilestoneTracker:
     A milestone fires once per episode (unless `repeatable`), only after every milestone in its `after`
     list has completed. A detector may report partial progress (e.g. 2 of 4 fields filled); the milestone
     then pays weight x (new best progress - previous best) and completes at progress 1.
+
+    Success is the final state: a completed milestone whose detector checks a state (`final_state`:
+    server state, form fields) is checked again after every step, and counts toward success only while
+    it still holds, so undoing a change revokes it (its reward, paid once, is not taken back).
     """
 
     milestones: list[Milestone]
     success_ids: list[str]
     progress: dict[str, float] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # completed milestone ids, in firing order
+    #: completed state milestones that no longer hold after the last step (their change was undone)
+    revoked: set[str] = field(default_factory=set)
 
     @property
     def needs(self) -> frozenset[str]:
@@ -39,7 +45,7 @@ class MilestoneTracker:
 
     @property
     def success(self) -> bool:
-        return all(self.complete(m) for m in self.success_ids)
+        return all(self.complete(m) and m not in self.revoked for m in self.success_ids)
 
     def update(self, ctx: StepContext) -> list[MilestoneEvent]:
         fired: list[MilestoneEvent] = []
@@ -61,7 +67,21 @@ class MilestoneTracker:
                 if event is not None:
                     fired.append(event)
                     changed = True
+        self._recheck(ctx, {e.id for e in fired})
         return fired
+
+    def _recheck(self, ctx: StepContext, just_fired: set[str]) -> None:
+        """Check again that every completed state milestone still holds after this step."""
+        for m in self.milestones:
+            info = DETECTORS.get(m.detector)
+            if not info.final_state or not self.complete(m.id) or m.id in just_fired:
+                self.revoked.discard(m.id)
+                continue
+            ev = info(ctx, m.params)
+            if ev is not None and ev.progress >= 1.0:
+                self.revoked.discard(m.id)
+            else:
+                self.revoked.add(m.id)
 
     def _fire(self, m: Milestone, ev: Evidence, step: int) -> MilestoneEvent | None:
         prev = self.progress.get(m.id, 0.0)

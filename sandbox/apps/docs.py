@@ -41,7 +41,14 @@ _KINDS = (
     ("Budget draft {m}", "The first budget draft for {m}, pending review. Owner: {o}."),
 )
 _MONTHS = ("January", "March", "May", "July", "September", "November")
-_OWNERS = ("Priya Iyer", "Omar Haddad", "Lena Novak", "Kenji Tanaka", "Amara Mensah", "Diego Ortega")
+#: owners: many enough that no one name answers "who owns it?" for more than a few seeds in a hundred
+_OWNERS = tuple(
+    f"{first} {last}"
+    for first in ("Priya", "Omar", "Lena", "Kenji", "Amara", "Diego", "Ines", "Tomas", "Yara", "Felix", "Noor",
+                  "Hugo", "Selin", "Marek", "Zoe", "Ravi")
+    for last in ("Iyer", "Haddad", "Novak", "Tanaka", "Mensah", "Ortega", "Larsen", "Costa", "Becker", "Moreau",
+                 "Sato", "Varga", "Quinn", "Dubois", "Kowalski", "Reyes")
+)
 _NEW = ("Launch checklist", "Vendor comparison", "Retro notes", "Support rota", "Security review", "Team charter")
 
 

@@ -93,8 +93,9 @@ class FilesApp(App):
     def new_state(self, seed: int) -> FilesState:
         rng = random.Random(f"files:{seed}")
         taken: set[str] = set()
-        contacts = _people(rng, rng.randint(5, 8), taken)
-        incoming = _people(rng, rng.randint(3, 6), taken)
+        # address books of many sizes, so "how many contacts after the import?" has some 150 answers
+        contacts = _people(rng, rng.randint(5, 160), taken)
+        incoming = _people(rng, rng.randint(3, 40), taken)
         customers = sorted(rng.sample(_COMPANIES, 5))
         start = date(2024, 1, 1)
         orders = [

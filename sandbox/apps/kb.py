@@ -35,23 +35,24 @@ from .base import (
 
 PRODUCTS = ("Web app", "Mobile app", "Desktop app")
 PER_PAGE = 8
-# topic title, category, the sentence with the article's figure ({n}), unit, value range (lo, hi, step)
+# topic title, category, the sentence with the article's figure ({n}), unit, value range (lo, hi, step); the
+# ranges are wide, so no one figure answers "what does the article say?" for more than a seed in a hundred
 TOPICS = (
-    ("Change the session timeout", "Security", "The default session timeout is {n} minutes.", "minutes", (15, 120, 5)),
-    ("Rotate an API key", "Integrations", "API keys expire after {n} days unless rotated.", "days", (30, 365, 15)),
-    ("Export invoices", "Billing", "One export holds at most {n} invoices.", "invoices", (100, 5000, 100)),
-    ("Set up single sign-on", "Security", "Single sign-on supports up to {n} identity providers.", "providers", (2, 12, 1)),
-    ("Reset a user password", "Accounts", "Password reset links stay valid for {n} hours.", "hours", (1, 72, 1)),
-    ("Add a payment method", "Billing", "You can store up to {n} payment cards.", "cards", (2, 10, 1)),
-    ("Configure webhooks", "Integrations", "Failed webhook deliveries are retried {n} times.", "times", (3, 20, 1)),
-    ("Invite team members", "Accounts", "The free plan includes {n} seats.", "seats", (3, 25, 1)),
-    ("Fix sync errors", "Troubleshooting", "Sync runs every {n} minutes in the background.", "minutes", (5, 60, 5)),
-    ("Clear the local cache", "Troubleshooting", "The local cache holds up to {n} MB.", "MB", (50, 2000, 50)),
-    ("Download audit logs", "Security", "Audit logs are kept for {n} days.", "days", (30, 730, 30)),
-    ("Import contacts from CSV", "Accounts", "One CSV import can hold up to {n} rows.", "rows", (500, 50000, 500)),
-    ("Request a refund", "Billing", "Refunds arrive within {n} business days.", "business days", (3, 30, 1)),
-    ("Connect Slack", "Integrations", "One workspace can post to up to {n} Slack channels.", "channels", (1, 50, 1)),
-    ("Unlock a locked account", "Troubleshooting", "An account locks after {n} failed sign-in attempts.", "attempts", (3, 10, 1)),
+    ("Change the session timeout", "Security", "The default session timeout is {n} minutes.", "minutes", (10, 480, 5)),
+    ("Rotate an API key", "Integrations", "API keys expire after {n} days unless rotated.", "days", (30, 730, 5)),
+    ("Export invoices", "Billing", "One export holds at most {n} invoices.", "invoices", (100, 10000, 100)),
+    ("Set up single sign-on", "Security", "Single sign-on supports up to {n} identity providers.", "providers", (2, 60, 1)),
+    ("Reset a user password", "Accounts", "Password reset links stay valid for {n} hours.", "hours", (1, 96, 1)),
+    ("Add a payment method", "Billing", "You can store up to {n} payment cards.", "cards", (2, 60, 1)),
+    ("Configure webhooks", "Integrations", "Failed webhook deliveries are retried {n} times.", "times", (3, 80, 1)),
+    ("Invite team members", "Accounts", "The free plan includes {n} seats.", "seats", (3, 150, 1)),
+    ("Fix sync errors", "Troubleshooting", "Sync runs every {n} minutes in the background.", "minutes", (5, 300, 5)),
+    ("Clear the local cache", "Troubleshooting", "The local cache holds up to {n} MB.", "MB", (50, 5000, 50)),
+    ("Download audit logs", "Security", "Audit logs are kept for {n} days.", "days", (30, 1095, 15)),
+    ("Import contacts from CSV", "Accounts", "One CSV import can hold up to {n} rows.", "rows", (500, 100000, 500)),
+    ("Request a refund", "Billing", "Refunds arrive within {n} business days.", "business days", (3, 90, 1)),
+    ("Connect Slack", "Integrations", "One workspace can post to up to {n} Slack channels.", "channels", (1, 100, 1)),
+    ("Unlock a locked account", "Troubleshooting", "An account locks after {n} failed sign-in attempts.", "attempts", (3, 60, 1)),
 )
 CATEGORIES = tuple(sorted({t[1] for t in TOPICS}))
 _INTRO = {

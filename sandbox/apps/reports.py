@@ -33,63 +33,31 @@ from .base import (
 )
 
 _REGIONS = ("North", "South", "East", "West", "Central", "Coastal")
-_PRODUCTS = (
-    "Desk lamp",
-    "Office chair",
-    "Standing desk",
-    "Monitor arm",
-    "Keyboard",
-    "Mouse",
-    "Webcam",
-    "Headset",
-    "USB hub",
-    "Notebook",
-    "Whiteboard",
-    "Cable kit",
-    "Laptop stand",
-    "Desk mat",
+#: table labels: many enough that no one label is the answer to "which item is on top?" for more than a few
+#: seeds in a hundred
+_PRODUCTS = tuple(
+    f"{p} {series}"
+    for p in ("Desk lamp", "Office chair", "Standing desk", "Monitor arm", "Keyboard", "Mouse", "Webcam", "Headset",
+              "USB hub", "Notebook", "Whiteboard", "Cable kit", "Laptop stand", "Desk mat")
+    for series in ("Lite", "Plus", "Pro", "Max", "Mini", "Air", "One", "Duo")
 )
-_AGENTS = (
-    "A. Novak",
-    "B. Okafor",
-    "C. Rossi",
-    "D. Tanaka",
-    "E. Mensah",
-    "F. Silva",
-    "G. Berg",
-    "H. Iyer",
-    "I. Ortega",
-    "J. Weber",
-    "K. Khan",
-    "L. Fischer",
+_AGENTS = tuple(
+    f"{i}. {last}"
+    for i in "ABCDEFGHIJKLMNOPRSTUVWYZ"
+    for last in ("Novak", "Okafor", "Rossi", "Tanaka", "Mensah", "Silva", "Berg", "Iyer", "Ortega", "Weber", "Khan",
+                 "Fischer")
 )
-_PAGES = (
-    "/home",
-    "/pricing",
-    "/blog",
-    "/docs",
-    "/signup",
-    "/contact",
-    "/about",
-    "/careers",
-    "/faq",
-    "/status",
-    "/changelog",
-    "/partners",
+_PAGES = tuple(
+    f"/{lang}/{p}"
+    for lang in ("en", "de", "fr", "es", "it", "nl", "pt", "ja")
+    for p in ("home", "pricing", "blog", "docs", "signup", "contact", "about", "careers", "faq", "status", "changelog",
+              "partners")
 )
-_CATEGORIES = (
-    "Travel",
-    "Software",
-    "Hardware",
-    "Training",
-    "Catering",
-    "Rent",
-    "Utilities",
-    "Marketing",
-    "Consulting",
-    "Insurance",
-    "Postage",
-    "Cleaning",
+_CATEGORIES = tuple(
+    f"{c} ({d})"
+    for c in ("Travel", "Software", "Hardware", "Training", "Catering", "Rent", "Utilities", "Marketing", "Consulting",
+              "Insurance", "Postage", "Cleaning")
+    for d in ("Engineering", "Finance", "Marketing", "Operations", "Sales", "People")
 )
 _TEAMS = ("Billing", "Onboarding", "Hardware", "Mobile", "Enterprise")
 _DEPARTMENTS = ("Engineering", "Finance", "Marketing", "Operations", "Sales", "People")
@@ -302,10 +270,10 @@ class ReportsApp(App):
         target = rng.choice(reports).slug
         # the ledger has its own generator, so the reports and their facts stay what they were before it
         ledger_rng = random.Random(f"agentrl-reports-ledger-{seed}")
-        ledger = tx.make_ledger(ledger_rng)
+        ledger, planted = tx.make_ledger(ledger_rng)
         return ReportsState(
             seed=seed, reports=reports, archived=archived, target=target, ledger=ledger,
-            ledger_facts=tx.ledger_facts(ledger_rng, ledger),
+            ledger_facts=tx.ledger_facts(ledger_rng, ledger, planted),
         )
 
     def facts(self, state: ReportsState) -> dict[str, str]:
@@ -322,6 +290,7 @@ class ReportsApp(App):
             "total_label": report.total_label,
             "total_column": report.total_column,
             "row_count": str(len(report.rows)),
+            "report_updated": report.updated,
             "top_item": top_label,
             "top_value": f"{top_value:,}",
             "report_count": str(len(state.reports)),

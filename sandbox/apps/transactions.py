@@ -4,9 +4,9 @@ transaction and a CSV export of the filtered rows.
 Pages (under ``/reports``): ``/transactions`` (GET filters ``region``, ``status``, ``category``, ``sort``,
 ``page``), ``/transactions/<id>`` (e.g. ``/transactions/TX-1042``) and ``/transactions.csv`` (same filters).
 
->>> ledger = make_ledger(random.Random(1))
->>> len(ledger), ledger[0].id
-(60, 'TX-1001')
+>>> ledger, planted = make_ledger(random.Random(1))
+>>> ledger[0].id, planted["filter"] != planted["target"]
+('TX-1001', True)
 """
 
 from __future__ import annotations
@@ -37,12 +37,22 @@ STYLE = Html(
     ".filters{display:grid;grid-template-columns:repeat(auto-fit,minmax(10rem,1fr));gap:0 1rem;align-items:end}"
     ".filters .actions{grid-column:1/-1;margin-top:0}</style>\n"
 )
-COUNT = 60
-_VENDORS = (
-    "Acme Supplies", "Birch & Co", "Cobalt Systems", "Delta Catering", "Evergreen Travel", "Fjord Software",
-    "Granite Hardware", "Harbor Hotels", "Iris Training", "Juniper Cloud", "Kestrel Rail", "Lumen Office",
+PLANTED_MAX = 160  # rows of each planted region+status pair: 2 to this
+#: vendors and approvers: many enough that no one name answers "which vendor / who approved?" for more
+#: than a few seeds in a hundred
+_VENDORS = tuple(
+    f"{a} {b}"
+    for a in ("Acme", "Birch", "Cobalt", "Delta", "Evergreen", "Fjord", "Granite", "Harbor", "Iris", "Juniper",
+              "Kestrel", "Lumen", "Maple", "Nimbus", "Orchid", "Pioneer", "Quartz", "Redwood", "Summit", "Tidal")
+    for b in ("Supplies", "Systems", "Catering", "Travel", "Software", "Hardware", "Hotels", "Training", "Cloud",
+              "Rail", "Office", "Logistics")
 )
-_APPROVERS = ("M. Laurent", "N. Adeyemi", "O. Lindqvist", "P. Moreau", "Q. Haddad", "R. Sato", "S. Varga")
+_APPROVERS = tuple(
+    f"{i}. {last}"
+    for i in "ABCDEFGHJKLMNOPRSTVW"
+    for last in ("Laurent", "Adeyemi", "Lindqvist", "Moreau", "Haddad", "Sato", "Varga", "Okafor", "Rossi", "Berg",
+                 "Iyer", "Weber", "Silva", "Khan", "Fischer", "Novak")
+)
 
 
 @dataclass(frozen=True)
@@ -61,26 +71,37 @@ class Transaction:
         return f"${self.amount:,}"
 
 
-def make_ledger(rng: random.Random) -> list[Transaction]:
-    """60 transactions with distinct dates and amounts (so "oldest" and "largest" are well defined)."""
-    days = sorted(rng.sample(range(366), COUNT))
-    amounts = rng.sample(range(40, 9_999), COUNT)
-    numbers = rng.sample(range(1001, 1001 + COUNT), COUNT)  # ids do not give away the date order
+def make_ledger(rng: random.Random) -> tuple[list[Transaction], dict[str, tuple[str, str]]]:
+    """A ledger with distinct dates and amounts (so "oldest" and "largest" are well defined), and the two
+    region+status pairs planted in it for tasks (``filter``, ``target``). Those two hold 2-160 rows each,
+    drawn uniformly, and every other pair 1-12, so "how many match?" has some 160 answers, none of them
+    right for more than about one seed in a hundred."""
+    pairs = [(r, s) for r in REGIONS for s in STATUSES]
+    filter_pair, target_pair = rng.sample(pairs, 2)
+    sizes = {p: rng.randint(1, 12) for p in pairs}
+    sizes[filter_pair] = rng.randint(2, PLANTED_MAX)
+    sizes[target_pair] = rng.randint(2, PLANTED_MAX)
+    cells = [p for p, n in sizes.items() for _ in range(n)]
+    rng.shuffle(cells)
+    count = len(cells)
+    days = sorted(rng.sample(range(731), count))
+    amounts = rng.sample(range(40, 9_999), count)
+    numbers = rng.sample(range(1001, 1001 + count), count)  # ids do not give away the date order
     start = date(2024, 1, 1)
     ledger = [
         Transaction(
             id=f"TX-{numbers[i]}",
             date=(start + timedelta(days=d)).isoformat(),
             vendor=rng.choice(_VENDORS),
-            region=rng.choice(REGIONS),
+            region=cells[i][0],
             category=rng.choice(CATEGORIES),
-            status=rng.choice(STATUSES),
+            status=cells[i][1],
             amount=amounts[i],
             approver=rng.choice(_APPROVERS),
         )
         for i, d in enumerate(days)
     ]
-    return sorted(ledger, key=lambda t: t.id)
+    return sorted(ledger, key=lambda t: t.id), {"filter": filter_pair, "target": target_pair}
 
 
 @dataclass(frozen=True)
@@ -131,15 +152,16 @@ class Query:
         return base + ("?" + urllib.parse.urlencode(params) if params else "")
 
 
-def ledger_facts(rng: random.Random, ledger: list[Transaction]) -> dict[str, str]:
-    """Seeded targets for tasks: a transaction deep in the list, filter combinations and their answers."""
+def ledger_facts(rng: random.Random, ledger: list[Transaction], planted: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Seeded targets for tasks: a transaction deep in the list (of the planted ``target`` pair when it has
+    one there), the planted ``filter`` pair, and their answers."""
     newest = sorted(ledger, key=lambda t: t.date, reverse=True)
-    target = rng.choice(newest[2 * PAGE_SIZE :])  # on page 3 or later: reaching it takes pagination
+    deep = newest[2 * PAGE_SIZE :]  # on page 3 or later: reaching it takes pagination
+    target = rng.choice([t for t in deep if (t.region, t.status) == planted["target"]] or deep)
     pair = Counter((t.region, t.status) for t in ledger)
     region_n = Counter(t.region for t in ledger)
-    # a region+status pair with at least two rows whose count differs from the region's own count
-    pairs = sorted(p for p, n in pair.items() if n >= 2 and n != region_n[p[0]])
-    f_region, f_status = rng.choice(pairs)
+    # the filter pair's region has rows of every status, so its count differs from the region's own
+    f_region, f_status = planted["filter"]
     triple = Counter((t.region, t.status, t.category) for t in ledger)
     best = max(triple.values())
     b_region, b_status, b_category = rng.choice(sorted(k for k, n in triple.items() if n == best))
@@ -159,6 +181,7 @@ def ledger_facts(rng: random.Random, ledger: list[Transaction]) -> dict[str, str
         "tx_status": target.status,
         "tx_category": target.category,
         "tx_page": str(newest.index(target) // PAGE_SIZE + 1),
+        "tx_pages": str(-(-len(ledger) // PAGE_SIZE)),
         "tx_region_status_count": str(pair[(target.region, target.status)]),
         "tx_region_count": str(region_n[target.region]),
         "filter_region": f_region,
