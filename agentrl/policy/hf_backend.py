@@ -208,10 +208,6 @@ class HFGenerator(CandidateChooser):
         return results
 
     # ------------------------------------------------------------ constrained decoding
-    def candidate_ids(self, candidates: Sequence[str]) -> list[list[int]]:
-        """Token ids of each candidate as the assistant reply: its own tokens, then `<|im_end|>`."""
-        return [self.tokenizer.encode(c, add_special_tokens=False) + [self.end_id] for c in candidates]
-
     @torch.no_grad()
     def score_candidates(
         self, prompts: list[list[int]], candidates: list[list[str]]

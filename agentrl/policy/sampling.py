@@ -140,8 +140,13 @@ class CandidateChooser:
     transformers and vLLM generators so both sample candidates identically."""
 
     tokenizer: Any
+    end_id: int  # the end-of-turn id closing every candidate (`<|im_end|>`, else eos)
     weights_version: int
     score_candidates: Callable[[list[list[int]], list[list[str]]], list[CandidateScores]]
+
+    def candidate_ids(self, candidates: Sequence[str]) -> list[list[int]]:
+        """Token ids of each candidate as the assistant reply: its own tokens, then the end-of-turn id."""
+        return [self.tokenizer.encode(c, add_special_tokens=False) + [self.end_id] for c in candidates]
 
     def choose(
         self, prompts: list[list[int]], candidates: list[list[str]], sampling: SamplingParams
