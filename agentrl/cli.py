@@ -176,7 +176,8 @@ def tasks_probe(
     results = []
     for name, tasks, seed_list in jobs:
         console.print(f"probing {len(tasks)} tasks of {name} on seeds {seed_list[0]}..{seed_list[-1]}")
-        results += probe_tasks(tasks, seed_list, workers=workers, shortcuts=shortcut or None)
+        results += probe_tasks(tasks, seed_list, workers=workers, shortcuts=shortcut or None, on_task=lambda r: console.print(
+            f"  {r.task_id}: {sum(r.attempts.values())} attempts, {len(r.findings)} findings, {len(r.errors)} errors"))
     new = 0
     for r in results:
         for e in r.errors:

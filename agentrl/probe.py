@@ -29,7 +29,17 @@ from typing import Any
 
 from agentrl.agents import OracleStepError, oracle_action
 from agentrl.envs.axtree import parse_snapshot
-from agentrl.probe_shortcuts import ANY, GOAL, MORE, SHORTCUTS, Attempt, Baseline, OracleStepRecord, Play
+from agentrl.probe_shortcuts import (
+    ANY,
+    GOAL,
+    MORE,
+    SHORTCUTS,
+    Attempt,
+    Baseline,
+    OracleStepRecord,
+    Play,
+    page_key,
+)
 from agentrl.taskspec import TaskSpec, TaskVariant
 from agentrl.yamlpos import TaskFileError, line_of, load_with_lines
 
@@ -100,7 +110,8 @@ def baseline(env: Any, spec: TaskSpec, seed: int) -> tuple[TaskVariant, Baseline
         ret += reward
         success = success or info["success"]
         steps.append(OracleStepRecord(action=action, reward=float(reward), url=obs.get("url", ""),
-                                      milestones=tuple(m.id for m in info["milestones"] if m.complete), decoys=decoys))
+                                      milestones=tuple(m.id for m in info["milestones"] if m.complete), decoys=decoys,
+                                      page=page_key(obs)))
         if terminated or truncated:
             done = True
             break
@@ -139,12 +150,14 @@ def play(env: Any, spec: TaskSpec, seed: int, attempt: Attempt, base: Baseline) 
                    actions=tuple(a if len(a) <= 120 else a[:117] + "..." for a in actions), fix=attempt.fix)
 
 
-def probe_task(spec: TaskSpec, seeds: list[int], shortcuts: list[str] | None = None,
-               root_dir: Path | None = None) -> TaskProbe:
-    """Every shortcut's attempts on every seed of one task."""
+def probe_task(spec: TaskSpec, seeds: list[int], shortcuts: list[str] | None = None) -> TaskProbe:
+    """Every shortcut's attempts on every seed of one task (episode directories in a temporary folder)."""
+    with tempfile.TemporaryDirectory(prefix="agentrl-probe-") as root:
+        return _probe_task(spec, seeds, shortcuts or SHORTCUTS.names(), Path(root))
+
+
+def _probe_task(spec: TaskSpec, seeds: list[int], names: list[str], root: Path) -> TaskProbe:
     result = TaskProbe(task_id=spec.id, env=spec.env, seeds=tuple(seeds))
-    names = shortcuts or SHORTCUTS.names()
-    root = Path(root_dir or tempfile.mkdtemp(prefix="agentrl-probe-"))
     try:
         env = make_env(spec, root)
     except Exception as e:  # a task the env cannot start is a row with an error, not a crash
@@ -226,7 +239,10 @@ def to_markdown(results: list[TaskProbe], command: str = "", known: dict[tuple[s
         "Generic shortcuts played against every task and seed (`agentrl/probe.py`, `agentrl/probe_shortcuts.py`).",
         "A cell is `findings/attempts`; a finding is an attempt that earned a goal milestone or success (a",
         "forged page: any milestone), or more return than the oracle. Findings marked *known* are listed in",
-        "tests/test_probe.py with the issue that fixes them.",
+        "tests/probe_known.yaml with the issue that fixes them; `agentrl tasks probe --known` and",
+        "tests/test_probe.py fail on any other. `n/a`: the shortcut does not apply (no browser on the desktop,",
+        "no rewarded oracle step, no look-alike of a target). A new class of shortcut is one function",
+        "registered in `SHORTCUTS` (`agentrl/probe_shortcuts.py`).",
         "",
     ]
     if command:

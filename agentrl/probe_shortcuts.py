@@ -82,6 +82,7 @@ class OracleStepRecord:
     milestones: tuple[str, ...]
     #: other elements of the observation the step acted on that share its target's accessible name
     decoys: tuple[str, ...] = ()
+    page: str = ""  # the page after the step (URL and tree): what a look-alike must not lead to as well
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,10 @@ def back_reload(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[At
 
 
 # ---------------------------------------------------------------- decoys
+def page_key(obs: dict[str, Any]) -> str:
+    return f"{obs.get('url', '')}\n{obs.get('axtree', '')}"
+
+
 @SHORTCUTS.register("decoy")
 def decoy(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[Attempt]:
     out = []
@@ -277,7 +282,11 @@ def decoy(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[Attempt]
         action = re.sub(r"^(\w+)\(\s*\w+", lambda m, o=other: f"{m.group(1)}({o}", s.action, count=1)
 
         def script(p: Play, i: int = i, action: str = action) -> Iterator[str]:
-            yield from p.oracle(replace={i: lambda _p: action})
+            for n, a in enumerate(p.oracle(replace={i: lambda _p: action})):
+                yield a
+                # a look-alike that could not be acted on, or did just what the target does, proves nothing
+                if n == i and (p.obs.get("last_action_error") or page_key(p.obs) == base.steps[i].page):
+                    return
             yield 'done("")'
 
         out.append(Attempt(
