@@ -22,9 +22,9 @@ Loc = tuple[str | int, ...]
 #: limits that make a hostile file (shared suites are other people's files) a clear error, not a hang: the
 #: size of the file, how deep mappings and lists nest, and how many values the file holds once its aliases
 #: are expanded (the "billion laughs" shape: ten lines that expand to 10^9 values)
-MAX_BYTES = 2_000_000
+MAX_BYTES = 256_000
 MAX_DEPTH = 64
-MAX_NODES = 200_000
+MAX_NODES = 20_000
 
 # libyaml's parser when installed (fast on big files); the composer and constructor are the safe ones either way
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -88,9 +88,14 @@ def _yaml_problem(path: Path, e: yaml.YAMLError, kind: str) -> str:
 
 
 def _check_depth(path: Path, text: str) -> None:
-    """Refuse nesting deeper than MAX_DEPTH from the event stream (the composer recurses per level)."""
-    depth = 0
+    """Refuse nesting deeper than MAX_DEPTH (the composer recurses per level) and more than MAX_NODES values
+    before any alias is expanded, from the event stream (read lazily: a refusal reads no further)."""
+    depth = nodes = 0
     for ev in yaml.parse(text, Loader=_LOADER):
+        if isinstance(ev, yaml.NodeEvent):
+            nodes += 1
+            if nodes > MAX_NODES:
+                raise TaskFileError([f"{path}:{ev.start_mark.line + 1}: the file holds more than {MAX_NODES:,} values"])
         if isinstance(ev, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
@@ -104,7 +109,7 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[str],
     if budget[0] < 0:
         if budget[0] == -1:  # named by the top-level field that expands past the limit
             problems.append(f"{path}:{line_of(lines, loc[:1])}: {field_name(loc[:1])}: the file holds more than "
-                            f"{MAX_NODES:,} values once its aliases are expanded (nested aliases?)")
+                            f"{MAX_NODES:,} values once its aliases are expanded")
         return
     lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):

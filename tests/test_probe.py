@@ -37,9 +37,11 @@ def _weak_tasks(tmp_path: Path) -> dict[str, Path]:
         # a repeatable milestone on a request: sending twice pays twice
         "repeat_rewarded": write_task(tmp_path, [
             {"id": "sent", "detector": "request_made", "params": {"url": "/api/echo$", "method": "POST"},
-             "category": "goal", "repeatable": True},
+             "category": "form", "repeatable": True},
+            {"id": "answered", "detector": "answer_matches", "params": {"equals": "sent"}, "category": "goal",
+             "after": ["sent"]},
         ], task_id="weak-repeat", oracle=[{"fill": {"role": "textbox", "name": "Message", "text": "hi"}},
-                                          {"click": {"role": "button", "name": "Send message"}}]),
+                                          {"click": {"role": "button", "name": "Send message"}}, {"done": "sent"}]),
     }
 
 

@@ -23,7 +23,7 @@ LAUGHS = "\n".join(
 )
 
 HOSTILE = {
-    "nested aliases": (LAUGHS, ":6: ", "f: the file holds more than 200,000 values once its aliases are expanded"),
+    "nested aliases": (LAUGHS, ":5: ", "e: the file holds more than 20,000 values once its aliases are expanded"),
     "python tag": ("id: !!python/object/apply:os.system ['touch /tmp/forged']\n", ":1: ", "could not determine a constructor"),
     "unknown local tag": ("id: x\nmilestones: !evil {}\n", ":2: ", "could not determine a constructor"),
     "deep nesting": ("id: " + "[" * 500 + "]" * 500 + "\n", ":1: ", "nesting deeper than"),
@@ -33,6 +33,7 @@ HOSTILE = {
     "nested duplicate key": ("id: a\nstart:\n  app: mail\n  path: /\n  app: files\n", ":5: ", "start.app: duplicate key 'app' (first at line 3)"),
     "syntax error": ("id: [unclosed\n", ":", "YAML syntax error"),
     "not utf-8": (b"id: \xff\xfe\n", ":1: ", "not UTF-8"),
+    "many values": ("id: [" + "1," * 100_000 + "1]\n", ":1: ", "the file holds more than 20,000 values"),
 }
 
 
@@ -107,4 +108,4 @@ def test_forge_cli_validate_reports_hostile_file_without_traceback(tmp_path: Pat
     assert time.perf_counter() - t0 < 30
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "Traceback" not in out, out
-    assert f"{tmp_path / 'laughs.yaml'}:6:" in out and f"{tmp_path / 'tag.yaml'}:1:" in out, out
+    assert f"{tmp_path / 'laughs.yaml'}:5:" in out and f"{tmp_path / 'tag.yaml'}:1:" in out, out
