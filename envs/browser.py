@@ -227,6 +227,8 @@ class _Episode:
     refused: list[str] = field(default_factory=list)
     #: why the detectors got no page state this step (a frame showed an undeclared document), or None
     withheld: str | None = None
+    #: set when an iframe commits a document (`_enforce_wall` waits for iframes added but not yet loaded)
+    frame_landed: asyncio.Event = field(default_factory=asyncio.Event)
     #: the env's handlers on the context and its pages, as (emitter, event, handler): kept across wipes,
     #: removed when the context goes to another env (`AsyncBrowserEnv._unwire`)
     wired: list[tuple[Any, str, Any]] = field(default_factory=list)
@@ -332,8 +334,10 @@ class AsyncBrowserEnv:
             if frame == page.main_frame:
                 ep.events.append(NavigationEvent(url=frame.url))
                 ep.landed.set()
-            elif not wall.frame_declared(self.origin, frame):  # removed by `_enforce_wall` after the action
-                self._refuse(ep, frame.url)
+            else:
+                ep.frame_landed.set()
+                if not wall.frame_declared(self.origin, frame):  # removed by `_enforce_wall` after the action
+                    self._refuse(ep, frame.url)
 
         async def on_dialog(d: Dialog) -> None:
             ep.events.append(DialogEvent(type=d.type, message=d.message, accepted=True))
@@ -603,7 +607,16 @@ class AsyncBrowserEnv:
 
     async def _enforce_wall(self, ep: _Episode) -> None:
         """Send frames that show undeclared documents to the blank page (`wall.enforce`; no browser call
-        when every frame is declared), recording each as refused."""
+        when every frame is declared), recording each as refused. An iframe the action added that has not
+        committed its first document yet (a data: one makes no request to wait for) is waited for first,
+        up to a second."""
+        deadline = time.perf_counter() + min(1.0, self.config.settle_timeout_ms / 1000)
+        while any(f.parent_frame is not None and not f.url and not f.is_detached() for f in ep.page.frames):
+            ep.frame_landed.clear()
+            try:
+                await asyncio.wait_for(ep.frame_landed.wait(), timeout=max(0.0, deadline - time.perf_counter()))
+            except TimeoutError:
+                break
         for url in await wall.enforce(self.origin, ep.page, self._blank):
             self._refuse(ep, url)
         if ep.refused:
