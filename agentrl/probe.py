@@ -1,15 +1,17 @@
 """The exploit probe: generic shortcuts played against every task and seed, to find rewards an agent could
 have without doing the task.
 
-    findings = probe_suite(load_suite_spec("tasks/web"), seeds=[100000])      # doctest: +SKIP
-    Path("docs/probe.md").write_text(to_markdown(findings))                   # doctest: +SKIP
+    tasks, seeds = load_suite_spec("tasks/web").split("test", 1)              # doctest: +SKIP
+    results = probe_tasks(tasks, seeds, workers=2)                             # doctest: +SKIP
+    Path("docs/probe.md").write_text(to_markdown(results))                     # doctest: +SKIP
 
-CLI: ``agentrl tasks probe tasks/core tasks/web --seeds 2 --out docs/probe.md``.
+CLI: ``agentrl tasks probe core web miniwob desktop --seeds 1 --known tests/probe_known.yaml --out docs/probe.md``.
 
 Per task and seed the probe first plays the oracle (the baseline: its return, and what each step did),
 then every shortcut's attempts, each in its own episode. An attempt is a *finding* when it earns what it
 should not: a goal milestone or success (`GOAL`), any milestone or reward at all (`ANY`: a forged page must
-earn nothing), or more return than the oracle (`MORE`: an oracle with repeats must not pay twice).
+earn nothing); and, for every shortcut, more return than the oracle (`MORE` asks only that: an oracle with
+repeats must not pay twice).
 
 A shortcut is a plain function registered in `SHORTCUTS`: it gets the task, the seed's variant and the
 oracle's baseline, and returns `Attempt`s; each attempt's `script` is a generator of action strings that
@@ -138,10 +140,10 @@ def play(env: Any, spec: TaskSpec, seed: int, attempt: Attempt, base: Baseline) 
         if terminated or truncated:
             break
     goals = {m.id for m in env.variant.milestones if m.category == "goal"}
-    bad = {
+    bad = ret > base.ret + 1e-6 or {  # more than the oracle is a finding for every shortcut
         GOAL: success or any(m in goals for m in earned),
         ANY: bool(earned) or ret > 0,
-        MORE: ret > base.ret + 1e-6,
+        MORE: False,
     }[attempt.judge]
     if not bad:
         return None
