@@ -605,7 +605,7 @@ class AsyncBrowserEnv:
         await self._enforce_wall(ep)
         return await self._observe(ep, last_action=None, error=None, notes=_notes(ep.events))
 
-    async def _enforce_wall(self, ep: _Episode) -> None:
+    async def _enforce_wall(self, ep: _Episode, since: int = 0) -> None:
         """Send frames that show undeclared documents to the blank page (`wall.enforce`; no browser call
         when every frame is declared), recording each as refused. An iframe the action added that has not
         committed its first document yet (a data: one makes no request to wait for) is waited for first,
@@ -618,6 +618,11 @@ class AsyncBrowserEnv:
             except TimeoutError:
                 break
         for url in await wall.enforce(self.origin, ep.page, self._blank):
+            failed = [e.url for e in ep.events[since:] if isinstance(e, BlockedRequestEvent)]
+            if url.startswith("chrome-error:") and failed:  # the error page of a request the proxy refused
+                if failed[-1] not in ep.refused:
+                    ep.refused.append(failed[-1])  # already recorded, as the blocked request it was
+                continue
             self._refuse(ep, url)
         if ep.refused:
             await self._settle(ep)
@@ -755,7 +760,7 @@ class AsyncBrowserEnv:
             timings["act_ms"] = _ms(t0)
             navigated = any(isinstance(e, NavigationEvent | DownloadEvent) for e in ep.events[mark:])
             await self._settle(ep, navigated=navigated or action.name in ("goto", "back", "press", "wait"))
-            await self._enforce_wall(ep)
+            await self._enforce_wall(ep, mark)
             timings["settle_ms"] = _ms(t0) - timings["act_ms"]
         t1 = time.perf_counter()
         acted = error
@@ -773,13 +778,13 @@ class AsyncBrowserEnv:
                 if attempt == 3 or "context was destroyed" not in str(e) or ep.page.is_closed():
                     raise
                 await self._settle(ep)
-                await self._enforce_wall(ep)
+                await self._enforce_wall(ep, mark)
                 continue
             if ep.withheld is None or attempt == 3:
                 break
             # a frame committed an undeclared document after the wall's check (e.g. a data: iframe a click
             # added): remove it and observe again (its state was withheld from the detectors either way)
-            await self._enforce_wall(ep)
+            await self._enforce_wall(ep, mark)
         timings["observe_ms"] = _ms(t1)
         return error, obs
 
