@@ -48,12 +48,12 @@ def _weak_tasks(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("weakness", ["direct_goto", "done_answer", "repeat_rewarded"])
 def test_probe_catches_a_task_made_weak_on_purpose(tmp_path: Path, weakness: str) -> None:
     spec = load_task(_weak_tasks(tmp_path)[weakness])
-    result = probe_task(spec, [0, 1])
+    result = probe_task(spec, [0])
     assert not result.errors, result.errors
     caught = {f.shortcut for f in result.findings}
     assert weakness in caught, (result.attempts, result.findings)
     f = next(f for f in result.findings if f.shortcut == weakness)
-    assert f.fix and f.actions and {f.seed} <= {0, 1}
+    assert f.fix and f.actions and f.seed == 0
     # and nothing else in these tasks is a finding: the other shortcuts earn nothing
     assert caught == {weakness}, result.findings
 
