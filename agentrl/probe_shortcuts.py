@@ -195,8 +195,8 @@ def direct_goto(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[At
         if isinstance(pattern, str) and "/" in (lit := literal(pattern)):
             urls.setdefault(lit if lit.startswith(("/", "http")) else "/" + lit.lstrip("/"), f"named by {m.id}")
     for s in base.steps:  # where the oracle earned something: can the page be had without the way there?
-        if s.milestones and s.url.startswith("http"):
-            urls.setdefault(s.url, f"where the oracle earned {', '.join(s.milestones)}")
+        if s.milestones and s.url.startswith("http"):  # as a path: the sandbox's port differs between runs
+            urls.setdefault(re.sub(r"^https?://[^/]+", "", s.url) or "/", f"where the oracle earned {', '.join(s.milestones)}")
     return [
         Attempt("direct_goto", f"goto {u} ({why})", _steps(f"goto({_q(u)})", "wait()"), judge=GOAL,
                 fix="a goal fires on a page anyone can open by URL: score the change itself (server_state, a "
