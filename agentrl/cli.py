@@ -12,7 +12,7 @@ from rich.table import Table
 from agentrl.yamlpos import TaskFileError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train and evaluate computer-use agents.")
-tasks_app = typer.Typer(no_args_is_help=True, help="Task files: validate and list.")
+tasks_app = typer.Typer(no_args_is_help=True, help="Task files: validate, list, coverage and the exploit probe.")
 app.add_typer(tasks_app, name="tasks")
 console = Console(width=160) if not sys.stdout.isatty() else Console()
 err = Console(stderr=True, soft_wrap=True)  # error lines stay whole: file:line: field: message
@@ -128,6 +128,65 @@ def tasks_coverage(
     n = sum(len(t.seeds) for t in cov.tasks)
     console.print(f"scripted success {ok}/{n} on {len(cov.tasks)} tasks, {len(cov.failing)} with problems -> {out}")
     if cov.failing:
+        raise typer.Exit(1)
+
+
+@tasks_app.command("probe")
+def tasks_probe(
+    suites: list[str] = typer.Argument(..., help="Suite folders or bundled suite names (e.g. tasks/web desktop)."),
+    seeds: int = typer.Option(2, help="Seeds per task: the first N seeds of the split."),
+    split: str = typer.Option(None, help="Which split's tasks and seeds (default: test, else the first split)."),
+    workers: int = typer.Option(1, help="Processes, each with its own browser and sandbox."),
+    shortcut: list[str] = typer.Option(None, help="Only these shortcut classes (repeatable)."),
+    task: list[str] = typer.Option(None, help="Only these task ids (repeatable)."),
+    known: Path = typer.Option(None, help="YAML list of known findings ({task, shortcut, issue}): reported, not failed."),
+    out: Path = typer.Option(None, help="Markdown file for the table (e.g. docs/probe.md)."),
+) -> None:
+    """Play generic shortcuts against every task and seed (forged pages, direct goto, empty/garbage/long
+    answers, repeats, back/reload, decoys) and report any that earns a goal or success, or more than the
+    oracle; exit 1 on a finding not in --known."""
+    from agentrl.probe import SHORTCUTS, known_findings, probe_tasks, to_markdown
+    from agentrl.suite import load_suite_spec
+
+    unknown = sorted(set(shortcut or []) - set(SHORTCUTS.names()))
+    if unknown:
+        raise fail(f"no shortcut(s) {unknown}; there are {', '.join(SHORTCUTS.names())}")
+    try:
+        allowed = known_findings(known) if known else {}
+        jobs = []
+        for name in suites:
+            spec = load_suite_spec(resolve_suite(name))
+            tasks, seed_list = spec.split(split or ("test" if "test" in spec.splits else next(iter(spec.splits))), seeds)
+            jobs.append((name, [t for t in tasks if not task or t.id in task], seed_list))
+    except TaskFileError as e:
+        err.print(str(e), markup=False)
+        raise typer.Exit(1) from None
+    except KeyError as e:
+        raise fail(str(e.args[0])) from None
+    results = []
+    for name, tasks, seed_list in jobs:
+        console.print(f"probing {len(tasks)} tasks of {name} on seeds {seed_list[0]}..{seed_list[-1]}")
+        results += probe_tasks(tasks, seed_list, workers=workers, shortcuts=shortcut or None, on_task=lambda r: console.print(
+            f"  {r.task_id}: {sum(r.attempts.values())} attempts, {len(r.findings)} findings, {len(r.errors)} errors"))
+    new = 0
+    for r in results:
+        for e in r.errors:
+            err.print(f"{r.task_id}: error: {e}", markup=False, highlight=False)
+        for f in r.findings:
+            tag = allowed.get(f.key)
+            new += tag is None
+            err.print(f"{f.task_id} seed {f.seed}: {f.shortcut}: {f.detail} -> earned {list(f.earned)}"
+                      f"{' and success' if f.success else ''}, return {f.ret:g} (oracle {f.oracle_ret:g}); "
+                      f"fix: {f.fix}" + (f" [known: {tag}]" if tag else ""), markup=False, highlight=False)
+    if out:
+        command = "agentrl tasks probe " + " ".join(suites) + f" --seeds {seeds}" + (f" --known {known}" if known else "")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(to_markdown(results, command, allowed))
+    total = sum(len(r.findings) for r in results)
+    attempts = sum(sum(r.attempts.values()) for r in results)
+    console.print(f"{attempts} attempts on {len(results)} tasks: {total} findings ({new} not known), "
+                  f"{sum(len(r.errors) for r in results)} errors" + (f" -> {out}" if out else ""))
+    if new or any(r.errors for r in results):
         raise typer.Exit(1)
 
 

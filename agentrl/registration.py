@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import yaml
+from agentrl.yamlpos import TaskFileError, load_with_lines
 
 ENTRY_POINT = "agentrl.envs.browser:BrowserEnv"
 ENTRY_POINTS = {"browser": ENTRY_POINT, "desktop": "agentrl.envs.desktop:DesktopEnv"}  # by the task's `env`
@@ -19,7 +19,7 @@ def task_envs() -> dict[str, str]:
     """task id -> the env that runs it (the task file's `env`: browser or desktop)."""
     out: dict[str, str] = {}
     for task_id, f in bundled_tasks().items():
-        data = yaml.safe_load(f.read_text(encoding="utf-8"))
+        data, _ = load_with_lines(f)
         out[task_id] = data.get("env", "browser") if data.get("env") in ENTRY_POINTS else "browser"
     return out
 
@@ -34,8 +34,8 @@ def bundled_tasks() -> dict[str, Path]:
         if f.name == "suite.yaml":
             continue
         try:
-            data = yaml.safe_load(f.read_text(encoding="utf-8"))
-        except yaml.YAMLError:
+            data, _ = load_with_lines(f)
+        except TaskFileError:
             continue  # `agentrl tasks validate` reports it with the line
         if isinstance(data, dict) and isinstance(data.get("id"), str):
             out[data["id"]] = f

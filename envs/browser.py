@@ -11,7 +11,8 @@ Each episode gets a fresh browser context (cookies, storage, downloads dir) or, 
 ``isolation="storage"``, a context wiped of all client state, made ready while the previous episode runs
 (for a task with ``start.preload``, with its start page already loaded); its own server-side sandbox
 state, and its own directory; requests to any origin but the sandbox are refused by the context's proxy
-and recorded.
+and recorded, and no tab shows a document of another origin (data:, blob:, about:, ... `agentrl.envs.wall`):
+such an attempt is an error observation and a recorded `blocked_request`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from urllib.parse import parse_qs, urljoin
 
 import gymnasium as gym
 import numpy as np
+from agentrl.envs import wall
 from agentrl.envs.actions import Action, ActionError, parse_action
 from agentrl.envs.axtree import AXTree, parse_snapshot, stable_refs
 from agentrl.envs.host import BrowserHost
@@ -221,6 +223,12 @@ class _Episode:
     preloaded: bool = False  # the task's start page is loaded and waits for its seed (start.preload)
     last_text: str = ""  # the observation the agent acted on (the reward router's o_t)
     history: list[str] = field(default_factory=list)  # actions sent so far
+    #: documents the wall refused since the step began (`agentrl.envs.wall`): the step's error says so
+    refused: list[str] = field(default_factory=list)
+    #: why the detectors got no page state this step (a frame showed an undeclared document), or None
+    withheld: str | None = None
+    #: set when an iframe commits a document (`_enforce_wall` waits for iframes added but not yet loaded)
+    frame_landed: asyncio.Event = field(default_factory=asyncio.Event)
     #: the env's handlers on the context and its pages, as (emitter, event, handler): kept across wipes,
     #: removed when the context goes to another env (`AsyncBrowserEnv._unwire`)
     wired: list[tuple[Any, str, Any]] = field(default_factory=list)
@@ -251,7 +259,9 @@ class AsyncBrowserEnv:
         self.root_dir = Path(self.config.root_dir or tempfile.mkdtemp(prefix="agentrl-episodes-"))
         self.root_dir.mkdir(parents=True, exist_ok=True)
         self.max_steps = self.config.max_steps or self.spec.max_steps
+        # requests to these fail without being the proxy's doing (a data: image): not recorded as blocked
         self._allowed = re.compile(r"^(?:" + re.escape(self.origin) + r"(?:/|$)|data:|blob:|about:)")
+        self._blank = self.origin + BLANK_PATH
 
     @property
     def host(self) -> BrowserHost:
@@ -324,6 +334,10 @@ class AsyncBrowserEnv:
             if frame == page.main_frame:
                 ep.events.append(NavigationEvent(url=frame.url))
                 ep.landed.set()
+            else:
+                ep.frame_landed.set()
+                if not wall.frame_declared(self.origin, frame):  # removed by `_enforce_wall` after the action
+                    self._refuse(ep, frame.url)
 
         async def on_dialog(d: Dialog) -> None:
             ep.events.append(DialogEvent(type=d.type, message=d.message, accepted=True))
@@ -336,9 +350,23 @@ class AsyncBrowserEnv:
             ep.downloads.append(asyncio.ensure_future(self._save_download(ep, d)))
             ep.landed.set()
 
-        for event, fn in (("framenavigated", on_nav), ("dialog", on_dialog), ("download", on_download)):
+        def on_console(msg: Any) -> None:  # Chromium refused a navigation of the page by itself
+            url = wall.refusal(msg.text) if msg.type == "error" else None
+            if url is not None:
+                self._refuse(ep, url)
+
+        for event, fn in (
+            ("framenavigated", on_nav), ("dialog", on_dialog), ("download", on_download), ("console", on_console),
+        ):
             page.on(event, fn)
             ep.wired.append((page, event, fn))
+
+    @staticmethod
+    def _refuse(ep: _Episode, url: str) -> None:
+        """Record a document the wall kept out (once per step)."""
+        if url not in ep.refused:
+            ep.refused.append(url)
+            ep.events.append(BlockedRequestEvent(method="GET", url=url))
 
     @staticmethod
     def _unwire(ep: _Episode) -> None:
@@ -574,7 +602,30 @@ class AsyncBrowserEnv:
         else:
             await ep.page.goto(self.origin + self.spec.start.path, wait_until="load")
         await self._settle(ep)
+        await self._enforce_wall(ep)
         return await self._observe(ep, last_action=None, error=None, notes=_notes(ep.events))
+
+    async def _enforce_wall(self, ep: _Episode, since: int = 0) -> None:
+        """Send frames that show undeclared documents to the blank page (`wall.enforce`; no browser call
+        when every frame is declared), recording each as refused. An iframe the action added that has not
+        committed its first document yet (a data: one makes no request to wait for) is waited for first,
+        up to a second."""
+        deadline = time.perf_counter() + min(1.0, self.config.settle_timeout_ms / 1000)
+        while any(f.parent_frame is not None and not f.url and not f.is_detached() for f in ep.page.frames):
+            ep.frame_landed.clear()
+            try:
+                await asyncio.wait_for(ep.frame_landed.wait(), timeout=max(0.0, deadline - time.perf_counter()))
+            except TimeoutError:
+                break
+        for url in await wall.enforce(self.origin, ep.page, self._blank):
+            failed = [e.url for e in ep.events[since:] if isinstance(e, BlockedRequestEvent)]
+            if url.startswith("chrome-error:") and failed:  # the error page of a request the proxy refused
+                if failed[-1] not in ep.refused:
+                    ep.refused.append(failed[-1])  # already recorded, as the blocked request it was
+                continue
+            self._refuse(ep, url)
+        if ep.refused:
+            await self._settle(ep)
 
     async def step(self, action_text: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         ep = self._ep
@@ -612,11 +663,15 @@ class AsyncBrowserEnv:
         terminated = success or (isinstance(action, Action) and action.name == "done")
         truncated = not terminated and ep.t >= self.max_steps
         t2 = time.perf_counter()
+        obs_after = obs["text"] if ep.withheld is None else f"[page withheld from the reward: {ep.withheld}]"
         reward, audit = self.router.step(StepInput(
-            task=self.spec, variant=ep.variant, action=action_text, obs_before=ep.last_text, obs_after=obs["text"],
+            task=self.spec, variant=ep.variant, action=action_text, obs_before=ep.last_text, obs_after=obs_after,
             milestones=fired, done_milestones=done_before, history=tuple(ep.history), terminated=terminated,
-            events=step_events, screenshot=obs.get("_screenshot_path"), t=ep.t,
+            events=step_events, screenshot=obs.get("_screenshot_path") if ep.withheld is None else None, t=ep.t,
         ))
+        if ep.withheld is not None:
+            note = f"page state withheld from the detectors: {ep.withheld}"
+            audit = audit.model_copy(update={"note": f"{audit.note}; {note}" if audit.note else note})
         timings["reward_ms"] = _ms(t2)
         ep.ret += reward
         ep.last_text = obs["text"]
@@ -699,25 +754,37 @@ class AsyncBrowserEnv:
         self, ep: _Episode, action: Action | ActionError, error: str | None, mark: int, timings: dict[str, float]
     ) -> tuple[str | None, dict[str, Any]]:
         t0 = time.perf_counter()
+        ep.refused.clear()
         if isinstance(action, Action):
             error = await self._execute(ep, action)
             timings["act_ms"] = _ms(t0)
             navigated = any(isinstance(e, NavigationEvent | DownloadEvent) for e in ep.events[mark:])
             await self._settle(ep, navigated=navigated or action.name in ("goto", "back", "press", "wait"))
+            await self._enforce_wall(ep, mark)
             timings["settle_ms"] = _ms(t0) - timings["act_ms"]
         t1 = time.perf_counter()
+        acted = error
         for attempt in (1, 2, 3):
+            if ep.refused:
+                blocked = wall.describe(ep.refused, self.origin)
+                error = f"{acted}; {blocked}" if acted else f"{action}: {blocked}"
             try:
                 obs = await self._observe(
                     ep, last_action=action, error=error, notes=_notes(ep.events[mark:]), page_state=True
                 )
-                break
             except PlaywrightError as e:
                 # a navigation landed while the page was being observed (a late link, a script's redirect):
                 # let the new page settle and observe that one
                 if attempt == 3 or "context was destroyed" not in str(e) or ep.page.is_closed():
                     raise
                 await self._settle(ep)
+                await self._enforce_wall(ep, mark)
+                continue
+            if ep.withheld is None or attempt == 3:
+                break
+            # a frame committed an undeclared document after the wall's check (e.g. a data: iframe a click
+            # added): remove it and observe again (its state was withheld from the detectors either way)
+            await self._enforce_wall(ep, mark)
         timings["observe_ms"] = _ms(t1)
         return error, obs
 
@@ -753,10 +820,10 @@ class AsyncBrowserEnv:
                     await page.mouse.wheel(dx, dy)
                 case "goto":
                     url = urljoin(page.url, action.args[0])
-                    if not self._allowed.match(url):
+                    if not wall.declared(self.origin, url):  # data:, blob:, about:, another host, ...
                         ep.events.append(BlockedRequestEvent(method="GET", url=url))
                         ep.events.append(event.model_copy(update={"ok": False}))
-                        return f"{action}: blocked, {url} is outside the sandbox ({self.origin})"
+                        return f"{action}: blocked, {url} is outside the sandbox ({self.origin}): only its own pages can be visited"
                     await page.goto(url, wait_until="load")
                 case "back":
                     await page.go_back(wait_until="load")
@@ -813,6 +880,7 @@ class AsyncBrowserEnv:
         """Snapshot, title, screenshot and (with `page_state`) what the detectors need from the page, all
         requested at once so the driver round trips overlap."""
         page = ep.page
+        trusted = wall.trusted(self.origin, page)
         needs = ep.tracker.needs if (page_state and ep.tracker) else frozenset()
         exprs = ep.tracker.js_expressions() if "js" in needs and ep.tracker else []
         jobs: list[Any] = [
@@ -828,6 +896,9 @@ class AsyncBrowserEnv:
         ep.js = dict(zip(exprs, values, strict=True))
         ep.ax = parse_snapshot(snapshot)
         ep.title = title
+        ep.withheld = None
+        if not (trusted and wall.trusted(self.origin, page)):  # checked again: the page may have moved on
+            ep.withheld = f"the page showed a document outside the task's origin ({page.url[:80]})"
         assert ep.variant is not None
         if last_action is None:
             last = "none (start of episode)"
@@ -873,11 +944,13 @@ class AsyncBrowserEnv:
 
     def _detector_context(self, ep: _Episode, step_events: list[Event]) -> StepContext:
         assert ep.tracker is not None and ep.dir is not None and ep.ax is not None
+        page_ok = ep.withheld is None  # defence in depth: no evidence from a document of another origin
         return StepContext(
-            step=ep.t, events=step_events, history=list(ep.events), url=ep.page.url, title=ep.title,
-            ax=ep.ax, episode_dir=ep.dir,
+            step=ep.t, events=step_events, history=list(ep.events), url=ep.page.url if page_ok else "",
+            title=ep.title if page_ok else "", ax=ep.ax if page_ok else parse_snapshot(""), episode_dir=ep.dir,
             answer=ep.answer if any(isinstance(e, ActionEvent) and e.name == "done" for e in step_events) else None,
-            fields=ep.fields, js=ep.js,
+            fields=ep.fields if page_ok else ([] if ep.fields is not None else None),
+            js=ep.js if page_ok else dict.fromkeys(ep.js),
             server_state=self.sandbox.episode_state(ep.id) if "server_state" in ep.tracker.needs else None,
         )
 

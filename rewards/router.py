@@ -25,13 +25,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import yaml
 from agentrl.rewards.judge import JudgeConfig
 from agentrl.rewards.prefs import describe_action, step_text, trajectory_text
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentrl.registry import Registry
 from agentrl.types import Event, LayerResult, MilestoneEvent, RewardAudit, Score, StepRecord
+from agentrl.yamlpos import load_mapping
 
 if TYPE_CHECKING:
     from agentrl.taskspec import TaskSpec, TaskVariant
@@ -213,7 +213,7 @@ class RouterConfig(BaseModel):
     def from_suite(cls, suite_dir: str | Path) -> RouterConfig:
         """The `router:` mapping of `<suite>/suite.yaml` (the default config when there is none)."""
         f = Path(suite_dir) / "suite.yaml"
-        data = (yaml.safe_load(f.read_text()) or {}) if f.is_file() else {}
+        data = load_mapping(f, "suite file") if f.is_file() else {}
         try:
             return cls.model_validate(data.get("router") or {})
         except ValidationError as e:

@@ -97,7 +97,8 @@ def _run(make_env, tmp_path: Path, name: str, steps: list) -> list[list[str]]:
     fired = []
     for s in steps:
         obs, _, _, _, info = act(env, obs, s)
-        assert not info["action_error"], info["action_error"]
+        # a step may only fail by the wall (a near miss that leaves the sandbox: blocked, the tab sent back)
+        assert not info["action_error"] or ": blocked: " in info["action_error"], info["action_error"]
         fired.append([m.id for m in info["milestones"] if m.complete])  # partial credit is not "fired"
     return fired
 

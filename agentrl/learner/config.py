@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from agentrl.registry import did_you_mean
+from agentrl.yamlpos import load_mapping
 
 SHORT_SYSTEM_PROMPT = "You are a web agent. Reply with one action, e.g. click(e12)."
 
@@ -138,11 +139,9 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        """Load a YAML file (a mapping of field names to values)."""
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys")
-        return cls.from_dict(data)
+        """Load a YAML file (a mapping of field names to values); a bad or hostile file is a ValueError
+        naming file and line (`agentrl.yamlpos.load_mapping`)."""
+        return cls.from_dict(load_mapping(Path(path), "train config"))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

@@ -1,6 +1,9 @@
 """`playground`: a page of small widgets that each produce one kind of event the detectors look for —
 JS dialogs, an ARIA dialog, DOM updates, a JSON request, a download, a popup, an outside link and
 image (which the sandbox must block). Tests of the detectors and the env's plumbing run against it.
+``/playground/escapes`` offers every route a page has to a document the agent could have written (data:,
+blob:, about:blank, view-source:, filesystem: by link, form, script, redirect, popup and iframe): the env's
+wall must stop each one (tests/test_forge.py).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import App, Html, Request, Response, html_response, not_found, page, render
+from .base import App, Html, Request, Response, html_response, not_found, page, redirect, render
 
 _SCRIPT = """
 const $ = id => document.getElementById(id);
@@ -24,6 +27,41 @@ $('send-btn').onclick = async () => {
   $('send-result').textContent = r.ok ? 'Message sent' : 'Sending failed';
 };
 """
+
+
+#: a document that claims what a task's detectors look for (`/escapes`)
+FORGED_HTML = "<title>Forged</title><p>Conversation archived.</p><script>window.forged = true</script>"
+FORGED_URL = "data:text/html," + FORGED_HTML.replace("#", "%23")
+
+_ESCAPES_SCRIPT = """
+const $ = id => document.getElementById(id);
+const forged = %s;
+const blob = () => URL.createObjectURL(new Blob([forged], {type: 'text/html'}));
+$('script-data').onclick = () => { location.href = 'data:text/html,' + encodeURIComponent(forged); };
+$('script-blob').onclick = () => { location.href = blob(); };
+$('script-about').onclick = () => { location.href = 'about:blank'; };
+$('script-filesystem').onclick = () => { location.href = 'filesystem:' + location.origin + '/temporary/f.html'; };
+$('popup-blank').onclick = () => { const w = window.open(''); w.document.write(forged); w.document.close(); };
+$('popup-blob').onclick = () => { window.open(blob()); };
+$('iframe-data').onclick = () => { const f = document.createElement('iframe');
+  f.src = 'data:text/html,' + encodeURIComponent(forged); document.body.append(f); };
+$('iframe-blob').onclick = () => { const f = document.createElement('iframe'); f.src = blob(); document.body.append(f); };
+"""
+
+
+def _escapes() -> Html:
+    return render(
+        "<h1>Escapes</h1>\n"
+        '<p><a href="{data}">Data link</a> · <a href="about:blank">Blank link</a> · '
+        '<a href="view-source:/playground/">Source link</a> · <a href="/playground/redirect-data">Redirect link</a></p>\n'
+        '<form method="get" action="{data}"><button type="submit">Data form</button></form>\n'
+        '<div class="actions">'
+        + "".join(f'<button type="button" id="{b}">{b.replace("-", " ").capitalize()}</button>' for b in (
+            "script-data", "script-blob", "script-about", "script-filesystem", "popup-blank", "popup-blob",
+            "iframe-data", "iframe-blob"))
+        + "</div>\n<script>{script}</script>",
+        data=FORGED_URL, script=Html(_ESCAPES_SCRIPT % json.dumps(FORGED_HTML).replace("</", "<\\/")),
+    )
 
 
 @dataclass
@@ -74,6 +112,10 @@ class PlaygroundApp(App):
             return html_response(
                 page("Popup", Html("<h1>Popup page</h1><p>Opened in a new tab.</p>"), app_title=self.title)
             )
+        if req.path == "/escapes":
+            return html_response(page("Escapes", _escapes(), app_title=self.title))
+        if req.path == "/redirect-data":
+            return redirect(FORGED_URL, status=302)
         return not_found(self.title)
 
     def _index(self, req: Request) -> Html:
