@@ -36,6 +36,7 @@ from agentrl.probe_shortcuts import (
     GOAL,
     MORE,
     SHORTCUTS,
+    SUCCESS,
     Attempt,
     Baseline,
     OracleStepRecord,
@@ -135,15 +136,18 @@ def play(env: Any, spec: TaskSpec, seed: int, attempt: Attempt, base: Baseline) 
         p.last_action = action
         p.obs, p.reward, terminated, truncated, p.info = env.step(action)
         ret += p.reward
-        success = success or p.info["success"]
+        success = p.info["success"]  # the final state: a change undone later is revoked (issue 19)
         earned += [m.id for m in p.info["milestones"] if m.complete]
         if terminated or truncated:
             break
     goals = {m.id for m in env.variant.milestones if m.category == "goal"}
+    if attempt.unless and attempt.unless <= set(earned):
+        return None  # the way the attempt skipped was taken after all: a real solution
     bad = ret > base.ret + 1e-6 or {  # more than the oracle is a finding for every shortcut
         GOAL: success or any(m in goals for m in earned),
         ANY: bool(earned) or ret > 0,
         MORE: False,
+        SUCCESS: success,
     }[attempt.judge]
     if not bad:
         return None
@@ -240,11 +244,12 @@ def to_markdown(results: list[TaskProbe], command: str = "", known: dict[tuple[s
         "",
         "Generic shortcuts played against every task and seed (`agentrl/probe.py`, `agentrl/probe_shortcuts.py`).",
         "A cell is `findings/attempts`; a finding is an attempt that earned a goal milestone or success (a",
-        "forged page: any milestone), or more return than the oracle. Findings marked *known* are listed in",
-        "tests/probe_known.yaml with the issue that fixes them; `agentrl tasks probe --known` and",
+        "forged page: any milestone; an undo or a skipped prerequisite: success at the end), or more return",
+        "than the oracle. Findings marked *known* are listed in tests/probe_known.yaml with the issue that",
+        "fixes them or the reason the task is right as it is; `agentrl tasks probe --known` and",
         "tests/test_probe.py fail on any other. `n/a`: the shortcut does not apply (no browser on the desktop,",
-        "no rewarded oracle step, no look-alike of a target). A new class of shortcut is one function",
-        "registered in `SHORTCUTS` (`agentrl/probe_shortcuts.py`).",
+        "no rewarded oracle step, no look-alike of a target, no answer task). A new class of shortcut is one",
+        "function registered in `SHORTCUTS` (`agentrl/probe_shortcuts.py`).",
         "",
     ]
     if command:

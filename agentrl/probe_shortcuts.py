@@ -10,11 +10,21 @@ more such function.
 - ``repeat_rewarded``: the oracle, with each rewarded action sent twice (a form submitted twice).
 - ``back_reload``: the oracle, with reload, ``back()`` and return after each rewarded step.
 - ``decoy``: the oracle, acting once on another element with the target's accessible name.
+- ``error_page`` / ``query_string``: every URL milestone's page as a 404 page, or named in another page's
+  query string (`agentrl.fidelity.error_page_plans`).
+- ``constant_answer``: ``done(<the best constant answer>)`` first, where that constant is right on more than
+  2% of 200 seeds (`agentrl.fidelity.constant_answer_stats`; CI holds every bundled task under 2%).
+- ``undo``: a one-form change set, submitted, put back, then the rest set: success must not count the
+  undone change (`agentrl.fidelity.undo_plans`).
+- ``skipped_prerequisite``: the address where the oracle fired a milestone with ``after:`` typed straight
+  away, then the oracle's rest: success counts only if the prerequisites never fired (`agentrl.fidelity`).
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,13 +32,22 @@ from urllib.parse import quote
 
 from agentrl.agents import OracleStepError, oracle_action
 from agentrl.envs.axtree import parse_snapshot
+from agentrl.fidelity import (
+    OracleTrace,
+    Plan,
+    constant_answer_plans,
+    constant_answer_stats,
+    error_page_plans,
+    skipped_prerequisite_plans,
+    undo_plans,
+)
 from agentrl.registry import Registry
-from agentrl.taskspec import Milestone, TaskSpec, TaskVariant
+from agentrl.taskspec import Milestone, OracleStep, TaskSpec, TaskVariant
 
 #: how a shortcut's outcome is judged: a goal milestone or success / any milestone or reward / more return
-#: than the oracle
-GOAL, ANY, MORE = "goal", "any", "more"
-Judge = Literal["goal", "any", "more"]
+#: than the oracle / success at the end (goal milestones may fire on the way, e.g. a change later undone)
+GOAL, ANY, MORE, SUCCESS = "goal", "any", "more", "success"
+Judge = Literal["goal", "any", "more", "success"]
 
 
 @dataclass
@@ -72,6 +91,8 @@ class Attempt:
     script: Callable[[Play], Iterator[str]]
     judge: Judge = GOAL
     fix: str = ""  # what a task author should do when this attempt earns
+    #: milestones whose firing makes the attempt a real way to the goal (a skipped prerequisite done after all)
+    unless: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -295,3 +316,82 @@ def decoy(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[Attempt]
                 "(its id in server_state, the request's fields), not just a name",
         ))
     return out
+
+
+# ---------------------------------------------------------------- issue 19's classes (agentrl.fidelity's plans)
+def _plan_script(steps: tuple[OracleStep, ...]) -> Callable[[Play], Iterator[str]]:
+    """Oracle-style steps resolved against the page as it is; stops at a step it cannot resolve."""
+
+    def run(play: Play) -> Iterator[str]:
+        for k, st in enumerate(steps):
+            try:
+                yield oracle_action(st, parse_snapshot(play.obs["axtree"]), k)
+            except OracleStepError:
+                return
+
+    return run
+
+
+def _plan_attempts(plans: list[Plan], judge: Judge, fix: str, unless: dict[str, frozenset[str]] | None = None) -> list[Attempt]:
+    return [Attempt(p.kind, p.label, _plan_script(p.steps), judge=judge, fix=fix,
+                    unless=(unless or {}).get(p.label, frozenset())) for p in plans]
+
+
+_URL_FIX = "url_matches must match the page's path on a 2xx sandbox document (not an error page, not a query string)"
+
+
+@SHORTCUTS.register("error_page")
+def error_page(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[Attempt]:
+    plans = [p for p in error_page_plans(spec, variant) if p.kind == "error_page"] if spec.env == "browser" else []
+    return _plan_attempts(plans, GOAL, _URL_FIX)
+
+
+@SHORTCUTS.register("query_string")
+def query_string(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[Attempt]:
+    plans = [p for p in error_page_plans(spec, variant) if p.kind == "query_string"] if spec.env == "browser" else []
+    return _plan_attempts(plans, GOAL, _URL_FIX)
+
+
+CONSTANT_SEEDS = (100_000, 200)  # first seed, how many: where the best constant answer is measured
+
+
+@functools.lru_cache(maxsize=1)
+def _facts_by_seed() -> dict[int, Any]:
+    from agentrl.sandbox.server import SandboxServer
+
+    first, n = CONSTANT_SEEDS
+    with SandboxServer() as server:
+        return {seed: server.open_episode(f"constant-{seed}", seed) for seed in range(first, first + n)}
+
+
+@SHORTCUTS.register("constant_answer")
+def constant_answer(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[Attempt]:
+    if spec.env != "browser" or not any(m.detector == "answer_matches" for m in spec.milestones):
+        return []
+    stats = constant_answer_stats(spec, _facts_by_seed())
+    if stats is None or stats.rate <= 0.02:
+        return []
+    return _plan_attempts(constant_answer_plans(stats), GOAL,
+                          f"the constant answer {stats.best!r} is right on {stats.rate:.1%} of {stats.seeds} seeds: "
+                          "draw the answer from more values (at most 2%)")
+
+
+@SHORTCUTS.register("undo")
+def undo(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[Attempt]:
+    if spec.env != "browser":
+        return []
+    plans = undo_plans(variant, parse_snapshot(base.start_obs.get("axtree", "")))
+    return _plan_attempts(plans, SUCCESS, "a goal on state must hold at the end: use a final-state detector "
+                                          "(server_state, field_matches, form_filled)")
+
+
+@SHORTCUTS.register("skipped_prerequisite")
+def skipped_prerequisite(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[Attempt]:
+    if spec.env != "browser":
+        return []
+    paths = [urllib.parse.urlsplit(s.url)._replace(scheme="", netloc="").geturl() for s in base.steps]
+    trace = OracleTrace(paths=paths, fired=[list(s.milestones) for s in base.steps])
+    plans = skipped_prerequisite_plans(variant, trace)
+    after = {m.id: frozenset(m.after) for m in variant.milestones}
+    return _plan_attempts(plans, SUCCESS, "success without a prerequisite: make the goal `after:` the steps it needs",
+                          unless={p.label: after[p.label.split(" ", 1)[0]] for p in plans})
