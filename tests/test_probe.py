@@ -55,8 +55,10 @@ def test_probe_catches_a_task_made_weak_on_purpose(tmp_path: Path, weakness: str
     assert weakness in caught, (result.attempts, result.findings)
     f = next(f for f in result.findings if f.shortcut == weakness)
     assert f.fix and f.actions and f.seed == 0
-    # and nothing else in these tasks is a finding: the other shortcuts earn nothing
-    assert caught == {weakness}, result.findings
+    # and nothing else in these tasks is a finding: the other shortcuts earn nothing (an answer that any text
+    # satisfies is also a constant answer right on every seed: issue 19's class catches it too)
+    also = {"done_answer": {"constant_answer"}}.get(weakness, set())
+    assert caught == {weakness} | also, result.findings
 
 
 def test_probe_catches_a_hole_in_the_wall(tmp_path: Path, monkeypatch) -> None:

@@ -244,3 +244,19 @@ def test_dapo_dynamic_sampling_refills_the_batch_with_informative_groups(tiny) -
     assert stats["groups_dropped_constant"] > 0 and stats["dynamic_sampling_rounds"] >= 1  # it had to refill
     assert stats["groups_sampled"] == len(groups) + stats["groups_dropped_constant"]
     assert len(groups) <= cfg.groups_per_step
+
+
+def test_a_step_without_signal_is_not_a_missed_sync(tiny) -> None:
+    """Every group's rewards equal and no KL or entropy term: the gradient is zero and the weights do not
+    move, so the generator's unchanged scores are right, not a missed sync; a step that moves them is checked."""
+    from agentrl.learner.trainer import moved_policy
+
+    model, tok = tiny
+    flat = synthetic_batch(model, tok)
+    for tr in flat:
+        for t in tr.turns:
+            t.reward = 1.0 / len(tr.turns)  # every episode returns 1
+    learner = Learner(copy.deepcopy(model), get_algorithm("drgrpo"), lr=1e-3)
+    upd = learner.update(flat)
+    assert upd["optimizer_steps"] == 1 and upd["grad_norm"] == 0.0 and not moved_policy(upd)
+    assert moved_policy(learner.update(synthetic_batch(model, tok)))

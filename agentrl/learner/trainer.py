@@ -86,6 +86,13 @@ def check_sync(generator: Any, probe: tuple[list[int], list[str]] | None, before
     return delta
 
 
+def moved_policy(upd: dict[str, float]) -> bool:
+    """Whether an update moved the policy's weights, so the generator's scores must change (the sync guard
+    applies). A batch without signal for the policy (every group's rewards equal, no KL or entropy term),
+    or steps below bf16's resolution, leave the weights as they were: that is not a missed sync."""
+    return bool(upd["optimizer_steps"]) and upd.get("policy_moved", 0.0) > 0.0
+
+
 def evaluate(engine: RolloutEngine, cfg: TrainConfig, specs: list[TaskSpec]) -> dict[str, float]:
     """Held-out success: ``eval_episodes`` seeds per task from ``eval_seed_start``, one episode each.
 
@@ -299,7 +306,7 @@ def train(
                 probe = weights_probe(generator, trajs)
                 before = generator.score_candidates([probe[0]], [probe[1]])[0].seq_logprobs if probe else None
                 upd = update_and_sync(learner, generator, model, trajs)
-                sync_delta = check_sync(generator, probe, before) if upd["optimizer_steps"] else float("nan")
+                sync_delta = check_sync(generator, probe, before) if moved_policy(upd) else float("nan")
                 state.step += 1
                 state.episodes += int(roll["episodes"])
                 state.elapsed_s += time.perf_counter() - t_step

@@ -287,6 +287,7 @@ class Learner:
             metrics["update_s"] = 0.0
             return to_floats(metrics)
         t1 = time.perf_counter()
+        before = self._fingerprint()
         with train_mode(self.model):
             for _ in range(self.update_epochs):
                 metrics.update(self.accumulate(batch))
@@ -294,6 +295,9 @@ class Learner:
                 self.optimizer.step()
                 self.scheduler.step()
                 metrics["optimizer_steps"] += 1
+        # whether the weights the generator runs moved at all: a batch without signal for the policy (every
+        # group's rewards equal, no KL or entropy term), or steps below bf16's resolution, leave them as they were
+        metrics["policy_moved"] = (self._fingerprint() != before).any().float()
         out = to_floats(metrics)  # the one host sync of the update
         out["lr"] = self.scheduler.get_last_lr()[0]
         out["update_s"] = time.perf_counter() - t1
@@ -303,6 +307,10 @@ class Learner:
         out["batch_trajectories"] = float(len(batch.trajs))
         out["micro_batches"] = float(len(self._plans(batch)))
         return out
+
+    def _fingerprint(self) -> Tensor:
+        """(P,) fp32 sums of the policy's trainable weights, as the model holds them (bf16 included)."""
+        return torch.stack([p.detach().float().sum() for p in self.model.parameters() if p.requires_grad])
 
     # ------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict:
