@@ -26,16 +26,20 @@ from agentrl.learner.batch import Key
 PACKED_ATTENTION = ("sdpa", "eager")  # implementations that take an arbitrary 4D additive mask
 
 
+def _core(model: nn.Module) -> nn.Module:
+    """The causal LM itself: a peft model's base (its LoRA layers stay in place and active)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def model_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """(decoder, output projection) of a causal LM, unwrapping a peft model (its LoRA layers stay active)."""
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    """(decoder, output projection) of a causal LM, unwrapping a peft model."""
+    core = _core(model)
     return getattr(core, core.base_model_prefix), core.get_output_embeddings()
 
 
 def check_attention(model: nn.Module) -> None:
     """The packed layout needs a 4D mask: refuse attention kernels that ignore one, with the fix."""
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
-    impl = getattr(core.config, "_attn_implementation", None)
+    impl = getattr(_core(model).config, "_attn_implementation", None)
     if impl not in PACKED_ATTENTION:
         raise ValueError(
             f"attention implementation {impl!r} cannot take the learner's block-causal packing mask "
