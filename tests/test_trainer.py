@@ -241,9 +241,26 @@ def test_dapo_dynamic_sampling_refills_the_batch_with_informative_groups(tiny) -
     for t in trajs:
         groups.setdefault(t.group, []).append(t.ret)
     assert all(max(r) > min(r) for r in groups.values())  # only groups that carry a learning signal
-    assert stats["groups_dropped_constant"] > 0 and stats["dynamic_sampling_rounds"] >= 1  # it had to refill
     assert stats["groups_sampled"] == len(groups) + stats["groups_dropped_constant"]
     assert len(groups) <= cfg.groups_per_step
+    assert (stats["dynamic_sampling_rounds"] >= 1) == (stats["groups_dropped_constant"] > 0)  # refilled iff dropped
+
+
+def test_dapo_refills_every_round_when_no_group_can_differ(tiny) -> None:
+    """Only links and headings are clickable, so every episode fails and every group's rewards are equal: each round
+    drops all of them and samples as many again, until ``dynamic_sampling_rounds`` is spent."""
+    from agentrl.learner.trainer import collect_groups
+
+    eng, cfg, specs = _engine(tiny, click_roles=("link", "heading"), dynamic_sampling_rounds=2)
+    try:
+        trajs, stats = collect_groups(eng, cfg, specs, get_algorithm("dapo"), np.random.default_rng(1))
+        _, drgrpo_stats = collect_groups(eng, cfg, specs, get_algorithm("drgrpo"), np.random.default_rng(1))
+    finally:
+        eng.close()
+    assert trajs == [] and stats["dynamic_sampling_rounds"] == 2
+    assert stats["groups_sampled"] == stats["groups_dropped_constant"] == 3 * cfg.groups_per_step
+    assert stats["groups_dropped_infra"] == 0 and stats["successes"] == 0
+    assert drgrpo_stats["groups_dropped_constant"] == 0 and drgrpo_stats["groups_sampled"] == cfg.groups_per_step
 
 
 def test_a_step_without_signal_is_not_a_missed_sync(tiny) -> None:

@@ -142,7 +142,7 @@ def collect_groups(
     differ and samples more groups, up to ``dynamic_sampling_rounds`` extra rounds, until the batch is full.
     """
     kept: list[list[Trajectory]] = []
-    stats: Counter[str] = Counter()
+    stats: Counter[str] = Counter(dict.fromkeys(_COUNTS, 0))  # logged every step, 0 when nothing happened
     next_group = 0
 
     def fresh(n: int) -> list[tuple[str, int]]:
@@ -197,6 +197,7 @@ def collect_groups(
 
 
 _RATES = {"success", "episodes_per_s", "scored_tokens_per_s"}  # per-round rates: not summed over rounds
+_COUNTS = ("groups_sampled", "groups_rerun", "groups_dropped_infra", "groups_dropped_constant", "infra_failed_episodes")
 
 
 # ---------------------------------------------------------------- the run
