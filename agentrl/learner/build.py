@@ -90,8 +90,11 @@ def tis_cap(cfg: TrainConfig) -> float | None:
 
 
 def norm_length(cfg: TrainConfig, specs: list[TaskSpec]) -> int:
-    """Dr. GRPO's constant L: loss units an episode may have (one per candidate turn: the largest max_steps)."""
-    return cfg.norm_length if cfg.norm_length is not None else max(s.max_steps for s in specs)
+    """Dr. GRPO's constant L: loss units an episode may have: one per candidate turn, one per generated
+    token in free-form mode (the largest max_steps, times max_new_tokens)."""
+    if cfg.norm_length is not None:
+        return cfg.norm_length
+    return max(s.max_steps for s in specs) * (cfg.max_new_tokens if cfg.actions == "free" else 1)
 
 
 def overlong_lengths(cfg: TrainConfig, algo: AlgorithmPreset) -> tuple[int, int] | None:

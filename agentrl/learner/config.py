@@ -56,8 +56,14 @@ class TrainConfig:
     max_prompt_tokens: int = 1024
     history_k: int = 4  # last k actions in the prompt
     click_roles: tuple[str, ...] = ("button", "link", "heading", "checkbox", "radio", "tab", "menuitem")
-    described_actions: bool = False  # clicks as `role "name" -> click(ref)` (see rollout.candidate_actions)
+    described_actions: bool = False  # candidates as `role "name" -> click(ref)` (see learner.action_space)
     extra_actions: tuple[str, ...] = ()  # always-offered actions, e.g. ("back()", 'scroll("down")')
+    # "candidates": the policy samples among the page's valid actions; "free": it writes its reply (up to
+    # max_new_tokens) and the env parses it, a reply that is not an action scores parse_error_penalty
+    actions: str = "candidates"
+    typing_candidates: bool = False  # also fill(box, value) for every text box x goal value, select(option)
+    answer_candidates: bool = False  # also done("value") for each value of the goal and the page
+    parse_error_penalty: float = 0.0  # free-form: reward added to a turn whose reply does not parse (e.g. -0.1)
     # --- the reward: a RouterConfig mapping (agentrl.rewards.router; mode, reward_model, judge, ...); None: the
     # rules (milestone weights). Every step's audit is in the env's info and trajectory.
     reward_router: dict[str, Any] | None = None
@@ -108,6 +114,7 @@ class TrainConfig:
             ("attn_implementation", ("sdpa", "eager")),
             ("generator", ("hf", "vllm")),
             ("lr_schedule", ("constant", "linear", "cosine")),
+            ("actions", ("candidates", "free")),
         ]
         for name, allowed in checks:
             if getattr(self, name) not in allowed:

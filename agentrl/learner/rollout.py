@@ -1,11 +1,14 @@
 """Rollouts: G episodes per (task, seed) group in N concurrent real browser envs, actions chosen by the policy.
 
 The envs run as coroutines on one event loop (`BrowserHost.shared()`'s thread, one Chromium). Every turn an
-env coroutine builds the prompt ids from its observation, lists the valid actions (``click(ref)`` for every
-element with a clickable role, plus fixed extras) and asks for a decision; the calling thread batches all
-pending decisions, scores each distinct (prompt, candidates) pair once with the generator (its G samples
-share that forward) and samples among the candidates (constrained decoding). Each turn records the exact
-prompt ids, completion ids and log-probs (nothing is re-tokenised), the reward and the milestones.
+env coroutine builds the prompt ids from its observation, lists the valid actions (the `ActionSpace`: clicks,
+and with ``typing`` fills and selects with the goal's values) and asks for a decision; the calling thread
+batches all pending decisions, scores each distinct (prompt, candidates) pair once with the generator (its G
+samples share that forward) and samples among the candidates (constrained decoding). In free-form mode
+(``actions="free"``) the policy writes its reply instead (the G samples of a prompt in one generate call) and
+the env parses it; a reply that is not an action is an error observation, counted in ``stats["parse_errors"]``
+and given ``parse_error_penalty``. Each turn records the exact prompt ids, completion ids and log-probs
+(nothing is re-tokenised), the reward and the milestones.
 
     engine = RolloutEngine(specs, generator, builder, num_envs=32)
     result = engine.collect([GroupJob("click-button", seed=3, size=8)], temperature=1.0, seed=0)
@@ -33,9 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from agentrl.envs.axtree import AXTree, parse_snapshot
+from agentrl.envs.actions import ActionError, parse_action
+from agentrl.envs.axtree import parse_snapshot
 from agentrl.envs.browser import AsyncBrowserEnv, BrowserEnvConfig
 from agentrl.envs.host import BrowserHost
+from agentrl.learner.action_space import ActionSpace, candidate_actions, compact_observation
 from agentrl.policy.hf_backend import HFGenerator
 from agentrl.policy.prompt import PromptBuilder, PromptTooLongError
 from agentrl.policy.records import Completion, SamplingParams
@@ -43,6 +48,7 @@ from agentrl.policy.sampling import candidate_completions
 from agentrl.rewards.router import RewardRouter
 from agentrl.taskspec import TaskSpec
 
+__all__ = ["GroupJob", "RolloutEngine", "RolloutResult", "Trajectory", "Turn", "candidate_actions", "compact_observation"]
 MAX_STEPS_REASON = "max_steps reached"  # the envs' truncation reason when the policy ran out of steps
 
 
@@ -51,10 +57,10 @@ class Turn:
     """One decision: the exact ids the policy saw and produced, and what the env answered."""
 
     prompt_ids: list[int]
-    completion_ids: list[int]  # the chosen candidate's ids (its tokens + <|im_end|>), exactly as scored
+    completion_ids: list[int]  # the chosen candidate's ids (its tokens + <|im_end|>), exactly as scored, or the sampled ids
     logprobs: list[float]  # per completion token, under the weights that sampled it
     action: str
-    candidates: list[str]
+    candidates: list[str]  # [] in free-form mode: the policy wrote `action` itself
     candidate_ids: list[list[int]]  # ids of every candidate (the entropy bonus scores them all)
     candidate_index: int
     candidate_entropy: float  # entropy of the candidate distribution it was sampled from (nats)
@@ -64,6 +70,7 @@ class Turn:
     prompt_truncated: bool = False  # the observation was cut to fit max_prompt_tokens
     action_error: str | None = None  # the env's error message for this action (e.g. a click that failed)
     weights_version: int = 0
+    parse_error: bool = False  # free-form: the reply was not an action (error observation, penalised)
 
 
 @dataclass
@@ -116,40 +123,10 @@ class RolloutResult:
     stats: dict[str, float]
 
 
-def candidate_actions(
-    tree: AXTree, click_roles: Sequence[str], extra: Sequence[str] = (), *, described: bool = False
-) -> list[str]:
-    """Valid actions for a page: a click for each element whose role is in ``click_roles``, then extras.
-
-    ``described=True`` writes each click as ``role "name" -> click(ref)``: the policy names its target
-    before the call, and the action parser takes the last call in the text, so the env gets ``click(ref)``.
-    The choice then shows in the candidate's own first tokens (``button ...``) instead of only in which
-    digits it copies from the prompt, which a small model learns far faster (docs/training.md).
-
-    >>> from agentrl.envs.axtree import parse_snapshot
-    >>> tree = parse_snapshot('- main [ref=e1]:\\n  - button "Save" [ref=e2]')
-    >>> candidate_actions(tree, ["button"]), candidate_actions(tree, ["button"], described=True)
-    (['click(e2)'], ['button "Save" -> click(e2)'])
-    """
-    els = [e for e in tree.elements if e.ref and e.role in click_roles]
-    out = [f'{e.role} "{e.name}" -> click({e.ref})' if described else f"click({e.ref})" for e in els]
-    return list(dict.fromkeys([*out, *extra]))
-
-
-def compact_observation(tree: AXTree, roles: Sequence[str]) -> str:
-    """One line per actionable element, role first: ``role ref "name"`` (a short, uniform view of the tree).
-
-    >>> from agentrl.envs.axtree import parse_snapshot
-    >>> compact_observation(parse_snapshot('- main [ref=e1]:\\n  - button "Save" [ref=e2]'), ["button"])
-    'button e2 "Save"'
-    """
-    return "\n".join(f'{e.role} {e.ref} "{e.name}"' for e in tree.elements if e.ref and e.role in roles)
-
-
 @dataclass
 class _Request:
     prompt_ids: list[int]
-    candidates: list[str]
+    candidates: list[str] | None  # None: free-form generation
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
 
@@ -168,20 +145,25 @@ class RolloutEngine:
         extra_actions: Sequence[str] = (),
         observation: str = "axtree",
         described: bool = False,
+        typing: bool = False,
+        answers: bool = False,
+        actions: str = "candidates",
+        max_new_tokens: int = 64,
+        parse_error_penalty: float = 0.0,
         env_config: BrowserEnvConfig | None = None,
         host: BrowserHost | None = None,
         batch_wait_s: float = 0.01,
     ) -> None:
-        if observation not in ("axtree", "text", "compact"):
-            raise ValueError(f"observation must be 'axtree', 'text' or 'compact', got {observation!r}")
+        self.space = ActionSpace(
+            mode=actions, click_roles=tuple(click_roles), extra=tuple(extra_actions), described=described,
+            typing=typing, answers=answers, observation=observation,
+        )
         self.specs = {t.id: t for t in tasks}
         self.generator = generator
         self.builder = builder
         self.num_envs = num_envs
-        self.click_roles = tuple(click_roles)
-        self.extra_actions = tuple(extra_actions)
-        self.observation = observation
-        self.described = described
+        self.max_new_tokens = max_new_tokens
+        self.parse_error_penalty = parse_error_penalty
         # generous action timeout: on a loaded machine a click on a static button can take seconds, and a
         # timed-out click would be scored as a wrong choice (counted in stats["action_errors"] either way)
         self.env_config = env_config or BrowserEnvConfig(
@@ -260,6 +242,7 @@ class RolloutEngine:
             "errors": sum(t.error is not None for t in trajectories),
             "infra_failures": sum(t.infra_failure for t in trajectories),
             "action_errors": sum(t.action_error is not None for tr in trajectories for t in tr.turns),
+            "parse_errors": sum(t.parse_error for tr in trajectories for t in tr.turns),
             "success": float(np.mean([t.success for t in trajectories])) if trajectories else 0.0,
         }
         stats["scored_tokens_per_s"] = (stats["prompt_tokens"] + stats["completion_tokens"]) / max(policy_s, 1e-9)
@@ -275,27 +258,35 @@ class RolloutEngine:
 
     # ------------------------------------------------------------ policy side (calling thread)
     def _decide(self, batch: list[_Request], temperature: float, seed: int) -> int:
-        """Score each distinct (prompt, candidates) once per collect, sample one completion per request;
-        returns the number of prompt forwards run."""
+        """Score each distinct (prompt, candidates) once per collect and sample one completion per request;
+        free-form requests generate (the G samples of one prompt in one call). Returns the prompt forwards."""
         keys: dict[tuple, list[_Request]] = {}
         for r in batch:
-            keys.setdefault((tuple(r.prompt_ids), tuple(r.candidates)), []).append(r)
-        new = [k for k in keys if k not in self._scores]
+            keys.setdefault((tuple(r.prompt_ids), None if r.candidates is None else tuple(r.candidates)), []).append(r)
+        new = [k for k in keys if k[1] is not None and k not in self._scores]
+        free = [k for k in keys if k[1] is None]
         try:
             scored = self.generator.score_candidates([list(k[0]) for k in new], [list(k[1]) for k in new])
+            self._scores.update(zip(new, scored, strict=True))
+            for i, key in enumerate(free):
+                params = SamplingParams(temperature=temperature, n=len(keys[key]), max_new_tokens=self.max_new_tokens,
+                                        seed=seed + 7919 * (i + 1))
+                for r, c in zip(keys[key], self.generator.generate([list(key[0])], params)[0], strict=True):
+                    r.loop.call_soon_threadsafe(_set_result, r.future, (c, ()))
         except Exception as e:  # noqa: BLE001 - handed to every waiting env coroutine, raised there
             for r in batch:
                 r.loop.call_soon_threadsafe(_set_exception, r.future, e)
             return 0
-        self._scores.update(zip(new, scored, strict=True))
         for i, (key, reqs) in enumerate(keys.items()):
+            if key[1] is None:
+                continue
             params = SamplingParams(temperature=temperature, n=len(reqs))
             comps = candidate_completions(
                 self._scores[key], key[0], params, seed + i, self.generator.tokenizer, self.generator.weights_version
             )
             for r, c in zip(reqs, comps, strict=True):
                 r.loop.call_soon_threadsafe(_set_result, r.future, (c, self._scores[key].token_ids))
-        return len(new)
+        return len(new) + len(free)
 
     # ------------------------------------------------------------ env side (event-loop thread)
     async def _run_jobs(
@@ -314,7 +305,7 @@ class RolloutEngine:
             if fh is not None:
                 fh.close()
 
-    async def _ask(self, prompt_ids: list[int], candidates: list[str]) -> tuple[Completion, tuple]:
+    async def _ask(self, prompt_ids: list[int], candidates: list[str] | None) -> tuple[Completion, tuple]:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._requests.put(_Request(prompt_ids, candidates, fut, loop))
@@ -347,24 +338,24 @@ class RolloutEngine:
     async def _play(self, env: AsyncBrowserEnv, traj: Trajectory) -> None:
         obs, _ = await env.reset(traj.seed)
         history: list[str] = []
+        space = self.space
         while True:
             tree = parse_snapshot(obs["axtree"])
-            cands = candidate_actions(tree, self.click_roles, self.extra_actions, described=self.described)
-            if not cands:
+            cands = None if space.free else space.candidates(tree, obs["goal"])
+            if cands == []:
                 traj.truncated, traj.truncation_reason = True, "no candidate actions on the page"
                 traj.infra_failure = not traj.turns  # a dead end the policy walked into is its own doing
                 return
-            view = {"axtree": obs["axtree"], "text": obs["text"]}.get(self.observation) or compact_observation(
-                tree, self.click_roles
-            )
             try:
-                prompt = self.builder.build(obs["goal"], view, history)
+                prompt = self.builder.build(obs["goal"], space.view(obs, tree), history)
             except PromptTooLongError as e:
                 traj.truncated, traj.truncation_reason = True, f"context budget: {e}"
                 traj.infra_failure = True
                 return
             comp, cand_ids = await self._ask(prompt.ids, cands)
-            action = cands[int(comp.candidate_index or 0)]
+            index = int(comp.candidate_index or 0)
+            action = comp.text if cands is None else cands[index]
+            bad_reply = cands is None and isinstance(parse_action(action), ActionError)
             obs, reward, terminated, truncated, info = await env.step(action)
             traj.turns.append(
                 Turn(
@@ -372,19 +363,20 @@ class RolloutEngine:
                     completion_ids=list(comp.token_ids),
                     logprobs=list(comp.logprobs),
                     action=action,
-                    candidates=cands,
+                    candidates=cands or [],
                     candidate_ids=[list(c) for c in cand_ids],
-                    candidate_index=int(comp.candidate_index or 0),
+                    candidate_index=index,
                     candidate_entropy=float(comp.candidate_entropy or 0.0),
                     seq_logprob_restricted=float(comp.seq_logprob_restricted or 0.0),
-                    reward=reward,
+                    reward=reward + (self.parse_error_penalty if bad_reply else 0.0),
                     milestones=[m.id for m in info["milestones"]],
                     prompt_truncated=prompt.truncated,
                     action_error=info.get("action_error"),
                     weights_version=comp.weights_version,
+                    parse_error=bad_reply,
                 )
             )
-            history.append(action)
+            history.append(action if cands is not None else str(parse_action(action)) if not bad_reply else action.strip()[:200])
             traj.success = bool(info["success"])
             if terminated or truncated:
                 traj.terminated, traj.truncated = terminated, truncated

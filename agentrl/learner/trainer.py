@@ -67,11 +67,12 @@ def load_tasks(paths: list[str]) -> list[TaskSpec]:
 
 
 def weights_probe(generator: Any, trajs: list[Trajectory]) -> tuple[list[int], list[str]] | None:
-    """A (prompt, candidates) pair from the batch whose scores must move after an update."""
+    """A (prompt, candidates) pair from the batch whose scores must move after an update (free-form: the
+    sampled reply, whose log-prob moves)."""
     for tr in trajs:
         for t in tr.turns:
-            if len(t.candidates) > 1:
-                return t.prompt_ids, t.candidates
+            if len(t.candidates) > 1 or (not t.candidates and t.action.strip()):
+                return t.prompt_ids, t.candidates or [t.action]
     return None
 
 
@@ -249,6 +250,8 @@ def train(
     engine = RolloutEngine(
         specs, generator, builder, num_envs=cfg.num_envs, click_roles=cfg.click_roles,
         extra_actions=cfg.extra_actions, observation=cfg.observation, described=cfg.described_actions,
+        typing=cfg.typing_candidates, answers=cfg.answer_candidates, actions=cfg.actions,
+        max_new_tokens=cfg.max_new_tokens, parse_error_penalty=cfg.parse_error_penalty,
         env_config=BrowserEnvConfig(
             record=False, keep_episode_dirs=False, action_timeout_ms=20_000, settle_timeout_ms=20_000,
             isolation=cfg.isolation,
