@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from agentrl.agents import ScriptedAgent
 from agentrl.envs.actions import ActionError, parse_action
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+from agentrl.sandbox.apps.drill import DrillApp
+
+from agentrl.agents import ScriptedAgent
 from agentrl.learner.action_space import ActionSpace, goal_values
 from agentrl.learner.algos import get_algorithm
 from agentrl.learner.config import SHORT_SYSTEM_PROMPT, TrainConfig
@@ -22,7 +23,6 @@ from agentrl.learner.update import Learner
 from agentrl.policy.hf_backend import HFGenerator
 from agentrl.policy.model import build_tiny_policy
 from agentrl.policy.prompt import PromptBuilder
-from agentrl.sandbox.apps.drill import DrillApp
 from agentrl.taskspec import load_task
 
 REPO = Path(__file__).resolve().parents[1]
