@@ -56,28 +56,31 @@ class PolicyAgent:
     """A causal LM acting through `PromptBuilder` + `HFGenerator`.
 
     ``mode="generate"``: free greedy/sampled generation of the action text. ``mode="choose"``: score the
-    page's candidate actions (`rollout.candidate_actions`) and pick one (argmax at temperature 0).
+    page's candidate actions (`learner.action_space.ActionSpace`: clicks, and with ``typing`` fills and
+    selects, with ``answers`` done("value")) and pick one (argmax at temperature 0).
     """
 
     def __init__(
         self, model: Any, tokenizer: Any, *, name: str, mode: str = "generate", system: str = DEFAULT_SYSTEM_PROMPT,
         observation: str = "text", max_prompt_tokens: int = 3072, history_k: int = 4, temperature: float = 0.0,
         max_new_tokens: int = 48, click_roles: tuple[str, ...] = ("button", "link"), extra_actions: tuple[str, ...] = (),
-        described: bool = False, seed: int = 0,
+        described: bool = False, typing: bool = False, answers: bool = False, seed: int = 0,
     ) -> None:
+        from agentrl.learner.action_space import ActionSpace
         from agentrl.policy.hf_backend import HFGenerator
         from agentrl.policy.prompt import PromptBuilder
         from agentrl.policy.tokenizer import CHATML_TEMPLATE
 
         if mode not in ("generate", "choose"):
             raise ValueError(f"mode must be 'generate' or 'choose', got {mode!r}")
-        if observation not in ("axtree", "text", "compact"):
-            raise ValueError(f"observation must be 'axtree', 'text' or 'compact', got {observation!r}")
+        self.space = ActionSpace(
+            mode="free" if mode == "generate" else "candidates", click_roles=tuple(click_roles), extra=tuple(extra_actions),
+            described=described, typing=typing, answers=answers, observation=observation,
+        )
         if not getattr(tokenizer, "chat_template", None):
             tokenizer.chat_template = CHATML_TEMPLATE  # a base model without one: use the project's ChatML
         self.name, self.mode, self.observation = name, mode, observation
         self.temperature, self.max_new_tokens, self.seed = temperature, max_new_tokens, seed
-        self.click_roles, self.extra_actions, self.described = tuple(click_roles), tuple(extra_actions), described
         self.generator = HFGenerator(model, tokenizer)
         self.builder = PromptBuilder(tokenizer, system=system, max_prompt_tokens=max_prompt_tokens, history_k=history_k)
         self.history = _History()
@@ -86,16 +89,12 @@ class PolicyAgent:
         self.history.reset(obs)
 
     def act(self, obs: dict[str, Any]) -> str:
-        from agentrl.learner.rollout import candidate_actions, compact_observation
         from agentrl.policy.prompt import PromptTooLongError
         from agentrl.policy.records import SamplingParams
 
         tree = parse_snapshot(obs["axtree"])
-        view = {"axtree": obs["axtree"], "text": obs["text"]}.get(self.observation)
-        if view is None:
-            view = compact_observation(tree, self.click_roles)
         try:
-            prompt = self.builder.build(self.history.goal, view, self.history.actions)
+            prompt = self.builder.build(self.history.goal, self.space.view(obs, tree), self.history.actions)
         except PromptTooLongError as e:
             raise AgentError(f"{self.name}: {e}") from None
         params = SamplingParams(
@@ -103,9 +102,9 @@ class PolicyAgent:
             seed=self.seed * 100_003 + len(self.history.actions),
         )
         if self.mode == "choose":
-            cands = candidate_actions(tree, self.click_roles, self.extra_actions, described=self.described)
+            cands = self.space.candidates(tree, self.history.goal)
             if not cands:
-                raise AgentError(f"{self.name}: no candidate actions on the page (roles {list(self.click_roles)})")
+                raise AgentError(f"{self.name}: no candidate actions on the page (roles {list(self.space.click_roles)})")
             comp = self.generator.choose([prompt.ids], [cands], params)[0][0]
             action = cands[int(comp.candidate_index or 0)]
         else:
@@ -161,9 +160,10 @@ def ckpt_agent(
     ckpt = ckpt or checkpoint_dir(path, checkpoint)
     model, tok = load_policy(ckpt / "model", device=device or resolve_device(cfg.device))
     settings: dict[str, Any] = {
-        "mode": "choose", "system": cfg.system_prompt, "observation": cfg.observation,
-        "max_prompt_tokens": cfg.max_prompt_tokens, "history_k": cfg.history_k, "click_roles": cfg.click_roles,
-        "extra_actions": cfg.extra_actions, "described": cfg.described_actions,
+        "mode": "generate" if cfg.actions == "free" else "choose", "system": cfg.system_prompt,
+        "observation": cfg.observation, "max_prompt_tokens": cfg.max_prompt_tokens, "history_k": cfg.history_k,
+        "click_roles": cfg.click_roles, "extra_actions": cfg.extra_actions, "described": cfg.described_actions,
+        "typing": cfg.typing_candidates, "answers": cfg.answer_candidates, "max_new_tokens": cfg.max_new_tokens,
     }
     # the name says which checkpoint was loaded (it goes into the run's summary)
     return PolicyAgent(model.eval(), tok, name=f"ckpt:{ckpt}", seed=seed, **{**settings, **options})

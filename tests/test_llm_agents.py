@@ -118,7 +118,7 @@ def test_ckpt_agent_loads_the_checkpoint_and_acts_like_training(tiny: Path, tmp_
             p.add_(0.05 * torch.randn_like(p))  # stands in for training
     save_checkpoint(run / "checkpoints" / "last", model, tok, Learner(model, get_algorithm("drgrpo")), TrainState(step=1))
     agent = make_agent(f"ckpt:{run}")  # no `best` yet: the latest checkpoint
-    assert agent.name.endswith("checkpoints/last") and agent.mode == "choose" and agent.click_roles == ("link",)
+    assert agent.name.endswith("checkpoints/last") and agent.mode == "choose" and agent.space.click_roles == ("link",)
     loaded = agent.generator.model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
     assert not all(torch.equal(loaded[k], base[k]) for k in base)
