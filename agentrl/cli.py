@@ -284,6 +284,7 @@ app.command("label")(cli_rewards.label)
 from agentrl import cli_offline  # noqa: E402  (offline learners: SFT, DPO)
 
 app.command("sft")(cli_offline.sft)
+app.command("dpo")(cli_offline.dpo)
 
 if __name__ == "__main__":
     app()

@@ -57,3 +57,25 @@ def sft(
         err.print(f"{config}: {e}", markup=False, highlight=False)
         raise typer.Exit(1) from None
     _report(s, run_dir)
+
+
+def dpo(
+    config: Path = typer.Argument(..., help="DPO config YAML (a train config plus pref_store, pair_runs, dpo_loss, beta...)."),
+    out: Path = typer.Option(None, help="Run directory (default: the config's out_dir)."),
+) -> None:
+    """Preference optimisation (DPO, IPO or SimPO) on trajectory pairs from the preference store or run dirs,
+    against the frozen starting policy; held-out pair margins and held-out success before and after."""
+    from agentrl.learner.dpo import DPOConfig, run_dpo
+
+    cfg = _load(DPOConfig, config)
+    run_dir = out or Path(cfg.out_dir)
+    try:
+        s = run_dpo(cfg, run_dir, echo=_echo)
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        err.print(f"{config}: {e}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    _report(s, run_dir)
+    hb, ha = s["heldout_before"], s["heldout_after"]
+    if hb:
+        console.print(f"held-out pairs ({s['heldout_pairs']}): log-ratio margin {hb['heldout_logratio_margin']:.3f} -> "
+                      f"{ha['heldout_logratio_margin']:.3f}, accuracy {hb['heldout_accuracy']:.2f} -> {ha['heldout_accuracy']:.2f}")

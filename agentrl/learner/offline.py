@@ -160,12 +160,13 @@ class OfflineRun:
         with self.metrics_path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
 
-    def evaluate(self) -> dict[str, float]:
-        """Held-out greedy success through the real env (`trainer.evaluate`); keeps the best checkpoint."""
+    def evaluate(self, **extra: float) -> dict[str, float]:
+        """Held-out greedy success through the real env (`trainer.evaluate`); keeps the best checkpoint.
+        ``extra``: more held-out numbers for the same ``eval`` row (DPO: the held-out pairs' margins)."""
         if self.engine is None:
             self.engine = make_engine(self.cfg, self.specs, self.generator)
         t0 = time.perf_counter()
-        ev = evaluate(self.engine, self.cfg, self.specs)
+        ev = {**evaluate(self.engine, self.cfg, self.specs), **extra}
         mode = "greedy" if self.cfg.eval_greedy else "sampled"
         self.log({"kind": "eval", "eval_mode": mode, "eval_s": time.perf_counter() - t0, **ev})
         self.echo(f"eval step {self.state.step}: held-out success ({mode}) {ev['success']:.1%} "

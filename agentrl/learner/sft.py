@@ -116,7 +116,10 @@ def gather_demos(run: OfflineRun, cfg: SFTConfig) -> tuple[list[Trajectory], dic
     if cfg.demo_seeds:
         first = cfg.train_seeds[0]
         seeds = range(first, min(first + cfg.demo_seeds, cfg.train_seeds[1] + 1))
-        got, st = record_demos(cfg, run.tok, run.specs, seeds)
+        n = len(seeds) * len(run.specs)
+        tick = max(1, n // 10)
+        got, st = record_demos(cfg, run.tok, run.specs, seeds,
+                               on_episode=lambda i: run.echo(f"oracle demos: {i}/{n} episodes") if i % tick == 0 else None)
         add("oracle", got, st)
     if cfg.demo_runs:
         got, st = replay_episodes(cfg, run.tok, run.specs, read_recorded([Path(p) for p in cfg.demo_runs]))
