@@ -281,5 +281,10 @@ app.add_typer(cli_rewards.rm_app, name="rm")
 app.add_typer(cli_rewards.judge_app, name="judge")
 app.command("label")(cli_rewards.label)
 
+from agentrl import cli_offline  # noqa: E402  (offline learners: SFT, DPO)
+
+app.command("sft")(cli_offline.sft)
+app.command("dpo")(cli_offline.dpo)
+
 if __name__ == "__main__":
     app()

@@ -22,7 +22,7 @@ def _smooth(xs: list[float], k: int = 5) -> list[float]:
 
 
 def plot_run(run_dir: Path) -> list[Path]:
-    """Write reward_curve.png (train reward, success, candidate entropy per step) and success_curve.png
+    """Write reward_curve.png (train reward, success, candidate entropy or an offline run's loss per step) and success_curve.png
     (held-out success against wall time and episodes); returns the files written."""
     import matplotlib
 
@@ -36,10 +36,13 @@ def plot_run(run_dir: Path) -> list[Path]:
     if train:
         fig, ax = plt.subplots(figsize=(7, 4))
         steps = [r["step"] for r in train]
-        ax.plot(steps, [r["reward"] for r in train], alpha=0.3, color="C0")
-        ax.plot(steps, _smooth([r["reward"] for r in train]), color="C0", label="train reward (sampled)")
-        ax.plot(steps, _smooth([r["groups_with_reward_diff"] for r in train]), color="C2", label="groups with reward diff")
-        ax.plot(steps, _smooth([r.get("candidate_entropy", 0.0) for r in train]), color="C1", label="candidate entropy (nats)")
+        series = [("reward", "C0", "train reward (sampled)"), ("groups_with_reward_diff", "C2", "groups with reward diff"),
+                  ("candidate_entropy", "C1", "candidate entropy (nats)"), ("loss", "C4", "loss (offline: sft, dpo)")]
+        for key, color, label in series:  # a series is drawn when the run logs it (RL runs: reward; offline: loss)
+            if all(key in r for r in train):
+                ys = [r[key] for r in train]
+                ax.plot(steps, ys, alpha=0.3, color=color)
+                ax.plot(steps, _smooth(ys), color=color, label=label)
         if evals:
             ax.plot([r["step"] for r in evals], [r["success"] for r in evals], "o-", color="C3", label="held-out success")
         ax.set_xlabel("optimizer step")
