@@ -125,6 +125,15 @@ class ActionSpace:
     def _write(self, role: str, name: str, action: Action) -> str:
         return f'{role} "{name}" -> {action}' if self.described else str(action)
 
+    @classmethod
+    def of(cls, cfg: Any) -> ActionSpace:
+        """The action space a train config (``TrainConfig`` or an offline config) describes."""
+        return cls(
+            mode=cfg.actions, click_roles=tuple(cfg.click_roles), extra=tuple(cfg.extra_actions),
+            described=cfg.described_actions, typing=cfg.typing_candidates, answers=cfg.answer_candidates,
+            observation=cfg.observation,
+        )
+
 
 def candidate_actions(
     tree: AXTree, click_roles: Sequence[str], extra: Sequence[str] = (), *, described: bool = False

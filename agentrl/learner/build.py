@@ -13,11 +13,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from agentrl.envs.browser import BrowserEnvConfig
 from agentrl.learner.algos import AlgorithmPreset
 from agentrl.learner.config import TrainConfig
+from agentrl.learner.rollout import RolloutEngine
 from agentrl.policy.hf_backend import HFGenerator
 from agentrl.policy.lora import LoraSpec, apply_lora
 from agentrl.policy.model import build_tiny_policy, load_policy
+from agentrl.policy.prompt import PromptBuilder
+from agentrl.rewards.router import RouterConfig
 from agentrl.taskspec import TaskSpec
 
 DEFAULT_TIS_CAP = 2.0  # TRL's vllm_importance_sampling_cap default
@@ -99,3 +103,21 @@ def norm_length(cfg: TrainConfig, specs: list[TaskSpec]) -> int:
 
 def overlong_lengths(cfg: TrainConfig, algo: AlgorithmPreset) -> tuple[int, int] | None:
     return algo.overlong.resolve(cfg.max_new_tokens) if algo.overlong is not None else None
+
+
+def make_engine(cfg: TrainConfig, specs: list[TaskSpec], generator: Any) -> RolloutEngine:
+    """The rollout engine of a config: its prompt, action space, env settings and reward router. Training,
+    held-out evaluation and the offline learners' evaluation all run through it."""
+    builder = PromptBuilder(generator.tokenizer, system=cfg.system_prompt, max_prompt_tokens=cfg.max_prompt_tokens,
+                            history_k=cfg.history_k)
+    return RolloutEngine(
+        specs, generator, builder, num_envs=cfg.num_envs, click_roles=cfg.click_roles,
+        extra_actions=cfg.extra_actions, observation=cfg.observation, described=cfg.described_actions,
+        typing=cfg.typing_candidates, answers=cfg.answer_candidates, actions=cfg.actions,
+        max_new_tokens=cfg.max_new_tokens, parse_error_penalty=cfg.parse_error_penalty,
+        env_config=BrowserEnvConfig(
+            record=False, keep_episode_dirs=False, action_timeout_ms=20_000, settle_timeout_ms=20_000,
+            isolation=cfg.isolation,
+            router=RouterConfig.model_validate(cfg.reward_router) if cfg.reward_router else None,
+        ),
+    )

@@ -39,8 +39,9 @@ from agentrl.envs.actions import Action, parse_action
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.envs.browser import AsyncBrowserEnv, BrowserEnvConfig
 from agentrl.envs.host import BrowserHost
+from agentrl.learner.action_space import ActionSpace
 from agentrl.learner.config import TrainConfig
-from agentrl.learner.rollout import MAX_STEPS_REASON, Trajectory, Turn, candidate_actions, compact_observation
+from agentrl.learner.rollout import MAX_STEPS_REASON, Trajectory, Turn
 from agentrl.policy.prompt import PromptBuilder, PromptResult, PromptTooLongError
 from agentrl.policy.sampling import CandidateChooser
 from agentrl.taskspec import TaskSpec
@@ -50,8 +51,8 @@ ACTION_MODES = ("candidates", "free")
 
 
 def action_mode(cfg: Any) -> str:
-    """The config's action mode: ``"free"`` when it says ``actions: free``, else ``"candidates"``."""
-    return "free" if getattr(cfg, "actions", "candidates") == "free" else "candidates"
+    """The config's action mode (``actions``: ``"candidates"`` or ``"free"``)."""
+    return cfg.actions
 
 
 @dataclass
@@ -95,11 +96,9 @@ class TurnRenderer:
     def observe(self, obs: dict[str, Any], history: Sequence[str]) -> tuple[PromptResult, list[str]]:
         """The prompt and the candidate actions for an observation (``RolloutEngine._play``'s rendering)."""
         tree = parse_snapshot(obs["axtree"])
-        cands = candidate_actions(tree, self.cfg.click_roles, self.cfg.extra_actions, described=self.cfg.described_actions)
-        view = {"axtree": obs["axtree"], "text": obs["text"]}.get(self.cfg.observation) or compact_observation(
-            tree, self.cfg.click_roles
-        )
-        return self.builder.build(obs["goal"], view, history), cands
+        space = ActionSpace.of(self.cfg)
+        cands = [] if self.actions == "free" else space.candidates(tree, obs["goal"])
+        return self.builder.build(obs["goal"], space.view(obs, tree), history), cands
 
     def turn(self, prompt: PromptResult, cands: list[str], action: str) -> tuple[Turn, str] | str:
         """(the turn, the text to send to the env) for the expert's ``action``, or why it cannot be one."""

@@ -24,9 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from agentrl.envs.browser import BrowserEnvConfig
 from agentrl.learner.batch import Key, plan_micro_batches
-from agentrl.learner.build import build_policy
+from agentrl.learner.build import build_policy, make_engine
 from agentrl.learner.checkpoint import TrainState, copy_checkpoint, save_checkpoint
 from agentrl.learner.config import TrainConfig
 from agentrl.learner.forward import check_attention, key_forward
@@ -35,8 +34,6 @@ from agentrl.learner.plots import plot_run
 from agentrl.learner.rollout import RolloutEngine, Turn
 from agentrl.learner.trainer import evaluate, load_tasks
 from agentrl.policy.hf_backend import HFGenerator
-from agentrl.policy.prompt import PromptBuilder
-from agentrl.rewards.router import RouterConfig
 
 
 @dataclass
@@ -95,21 +92,6 @@ class _OptimState:
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-
-
-def make_engine(cfg: TrainConfig, specs: list, generator: Any) -> RolloutEngine:
-    """The rollout engine `agentrl train` builds for the same config (held-out evaluation runs through it)."""
-    builder = PromptBuilder(generator.tokenizer, system=cfg.system_prompt, max_prompt_tokens=cfg.max_prompt_tokens,
-                            history_k=cfg.history_k)
-    return RolloutEngine(
-        specs, generator, builder, num_envs=cfg.num_envs, click_roles=cfg.click_roles,
-        extra_actions=cfg.extra_actions, observation=cfg.observation, described=cfg.described_actions,
-        env_config=BrowserEnvConfig(
-            record=False, keep_episode_dirs=False, action_timeout_ms=20_000, settle_timeout_ms=20_000,
-            isolation=cfg.isolation,
-            router=RouterConfig.model_validate(cfg.reward_router) if cfg.reward_router else None,
-        ),
-    )
 
 
 class OfflineRun:

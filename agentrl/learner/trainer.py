@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agentrl.envs.browser import BrowserEnvConfig
 from agentrl.learner.algos import AlgorithmPreset, get_algorithm
 from agentrl.learner.build import (
     build_generator,
     build_policy,
     check_generator,
+    make_engine,
     norm_length,
     overlong_lengths,
     tis_cap,
@@ -48,8 +48,6 @@ from agentrl.learner.config import TrainConfig
 from agentrl.learner.plots import plot_run, read_metrics
 from agentrl.learner.rollout import GroupJob, RolloutEngine, Trajectory
 from agentrl.learner.update import Learner, group_stats
-from agentrl.policy.prompt import PromptBuilder
-from agentrl.rewards.router import RouterConfig
 from agentrl.taskspec import TaskSpec, discover, load_task
 
 
@@ -246,18 +244,7 @@ def train(
         _truncate_jsonl(metrics_path, state.step)
         _truncate_jsonl(traj_path, state.step)
     generator = build_generator(cfg, model, tok, run_dir)
-    builder = PromptBuilder(tok, system=cfg.system_prompt, max_prompt_tokens=cfg.max_prompt_tokens, history_k=cfg.history_k)
-    engine = RolloutEngine(
-        specs, generator, builder, num_envs=cfg.num_envs, click_roles=cfg.click_roles,
-        extra_actions=cfg.extra_actions, observation=cfg.observation, described=cfg.described_actions,
-        typing=cfg.typing_candidates, answers=cfg.answer_candidates, actions=cfg.actions,
-        max_new_tokens=cfg.max_new_tokens, parse_error_penalty=cfg.parse_error_penalty,
-        env_config=BrowserEnvConfig(
-            record=False, keep_episode_dirs=False, action_timeout_ms=20_000, settle_timeout_ms=20_000,
-            isolation=cfg.isolation,
-            router=RouterConfig.model_validate(cfg.reward_router) if cfg.reward_router else None,
-        ),
-    )
+    engine = make_engine(cfg, specs, generator)
     writer = None
     if cfg.tensorboard:
         try:
