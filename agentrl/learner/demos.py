@@ -43,6 +43,7 @@ from agentrl.learner.config import TrainConfig
 from agentrl.learner.rollout import MAX_STEPS_REASON, Trajectory, Turn, candidate_actions, compact_observation
 from agentrl.policy.prompt import PromptBuilder, PromptResult, PromptTooLongError
 from agentrl.policy.sampling import CandidateChooser
+from agentrl.rewards.router import RouterConfig
 from agentrl.taskspec import TaskSpec
 from agentrl.trajectory import read_trajectory
 
@@ -199,7 +200,8 @@ def play_jobs(
         raise ValueError(f"episodes of tasks not in the config's tasks: {unknown}")
     host = host or BrowserHost.shared()
     env_cfg = BrowserEnvConfig(record=False, keep_episode_dirs=False, action_timeout_ms=20_000,
-                               settle_timeout_ms=20_000, isolation=cfg.isolation)
+                               settle_timeout_ms=20_000, isolation=cfg.isolation,  # the rollout's, reward included
+                               router=RouterConfig.model_validate(cfg.reward_router) if cfg.reward_router else None)
     free: dict[str, list[AsyncBrowserEnv]] = {}
     made: list[AsyncBrowserEnv] = []
     done = 0
