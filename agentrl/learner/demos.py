@@ -133,7 +133,6 @@ class EpisodeJob:
     seed: int
     actions: tuple[str, ...] | None = None
     ret: float | None = None
-    success: bool | None = None
 
 
 @dataclass
@@ -305,7 +304,7 @@ def read_recorded(run_dirs: Iterable[Path]) -> list[EpisodeJob]:
                 if t.infra_failure or t.error or not t.turns:
                     continue
                 acts = tuple(tt.action for tt in t.turns)
-                jobs.setdefault((t.task_id, t.seed, acts), EpisodeJob(t.task_id, t.seed, acts, t.ret, t.success))
+                jobs.setdefault((t.task_id, t.seed, acts), EpisodeJob(t.task_id, t.seed, acts, t.ret))
             continue
         for f in sorted(run.rglob("trajectory.jsonl")):
             meta, steps, summary = read_trajectory(f)
@@ -314,7 +313,7 @@ def read_recorded(run_dirs: Iterable[Path]) -> list[EpisodeJob]:
             acts = tuple(s.action for s in steps)
             ret = round(sum(s.reward for s in steps), 6)
             jobs.setdefault((meta["task_id"], int(meta.get("seed", 0)), acts),
-                            EpisodeJob(meta["task_id"], int(meta.get("seed", 0)), acts, ret, summary.success))
+                            EpisodeJob(meta["task_id"], int(meta.get("seed", 0)), acts, ret))
     return list(jobs.values())
 
 
