@@ -94,14 +94,14 @@ def test_dpo_reference_stays_the_starting_policy_while_the_policy_moves(tiny, pa
 
 def test_dpo_step_gradient_is_exact_under_any_micro_batch_split(tiny, pairs) -> None:
     """The two-pass gradient (no-grad log-probs, dL/dlogp, weighted backward) equals autograd through the
-    whole loss; token budget 1 (one turn per forward) gives the same."""
+    whole loss (DPO + the RPO NLL term); token budget 1 (one turn per forward) gives the same."""
     model, _ = tiny
     model = copy.deepcopy(model)
     ref_model = copy.deepcopy(model)
     with torch.no_grad():  # a reference different from the policy, so the margin is not 0
         for p in ref_model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    cfg = _cfg(beta=0.3)
+    cfg = _cfg(beta=0.3, nll_coef=0.5)
     keys = [action_key(t) for p in pairs for t in (*p.chosen, *p.rejected)]
     ref = Reference(ref_model, keys, 16_384)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -116,7 +116,8 @@ def test_dpo_step_gradient_is_exact_under_any_micro_batch_split(tiny, pairs) -> 
     rc = torch.tensor([ref(p.chosen) for p in pairs])
     rr = torch.tensor([ref(p.rejected) for p in pairs])
     ln = torch.ones(len(pairs))
-    pair_loss("dpo", pc, pr, rc, rr, ln, ln, beta=0.3)[0].mean().backward()
+    lc = torch.tensor([float(len(p.chosen[0].completion_ids)) for p in pairs])
+    (pair_loss("dpo", pc, pr, rc, rr, ln, ln, beta=0.3)[0] - 0.5 * pc / lc).mean().backward()
     want = grads()
     dpo_step(model, pairs, ref, cfg)
     whole = grads()

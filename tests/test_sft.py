@@ -11,7 +11,7 @@ import torch
 from agentrl.envs.actions import parse_action
 
 from agentrl.learner.config import SHORT_SYSTEM_PROMPT, TrainConfig
-from agentrl.learner.demos import read_demos, record_demos
+from agentrl.learner.demos import read_demos, read_recorded, record_demos, replay_episodes, write_demos
 from agentrl.learner.rollout import GroupJob, RolloutEngine
 from agentrl.learner.sft import SFTConfig, run_sft, sft_loss
 from agentrl.learner.trainer import load_tasks
@@ -83,6 +83,28 @@ def test_sft_free_form_demos_are_the_parsed_action_then_end_of_turn(tiny) -> Non
         assert text.endswith("<|im_end|>") and t.candidates == []
         assert text[: -len("<|im_end|>")] == str(parse_action(t.action)) and t.action.startswith("click(e")
         assert d.success
+
+
+def test_sft_demos_from_a_run_dir_replay_to_the_same_turns(tiny, demos, tmp_path: Path) -> None:
+    """A learner run's trajectories.jsonl (here: the demos written as such rows, plus a failed episode)
+    replays through the real env into the same turns; the failed episode is counted, not used."""
+    _, tok = tiny
+    run = tmp_path / "run"
+    run.mkdir()
+    write_demos(run / "trajectories.jsonl", demos[:3], step=1)
+    t = demos[3].turns[0]
+    j = (t.candidate_index + 1) % len(t.candidates)  # another button: the episode fails (return 0)
+    wrong = json.loads(demos[3].to_json())
+    wrong["turns"][0]["action"], wrong["success"] = t.candidates[j], False
+    wrong["turns"][0]["reward"] = 0.0
+    with (run / "trajectories.jsonl").open("a") as fh:
+        fh.write(json.dumps(wrong) + "\n")
+    jobs = read_recorded([run])
+    assert len(jobs) == 4
+    got, stats = replay_episodes(_cfg(), tok, load_tasks([TASK]), jobs)
+    assert stats.used == 3 and stats.unsuccessful == 1 and stats.diverged == 0
+    for a, b in zip(got, demos[:3], strict=True):
+        assert a.turns[0].prompt_ids == b.turns[0].prompt_ids and a.turns[0].completion_ids == b.turns[0].completion_ids
 
 
 def _hf_masked_loss(model, turns) -> torch.Tensor:

@@ -44,6 +44,7 @@ from agentrl.learner.config import TrainConfig
 from agentrl.learner.rollout import MAX_STEPS_REASON, Trajectory, Turn
 from agentrl.policy.prompt import PromptBuilder, PromptResult, PromptTooLongError
 from agentrl.policy.sampling import CandidateChooser
+from agentrl.rewards.router import RouterConfig
 from agentrl.taskspec import TaskSpec
 from agentrl.trajectory import read_trajectory
 
@@ -131,7 +132,6 @@ class EpisodeJob:
     seed: int
     actions: tuple[str, ...] | None = None
     ret: float | None = None
-    success: bool | None = None
 
 
 @dataclass
@@ -198,7 +198,8 @@ def play_jobs(
         raise ValueError(f"episodes of tasks not in the config's tasks: {unknown}")
     host = host or BrowserHost.shared()
     env_cfg = BrowserEnvConfig(record=False, keep_episode_dirs=False, action_timeout_ms=20_000,
-                               settle_timeout_ms=20_000, isolation=cfg.isolation)
+                               settle_timeout_ms=20_000, isolation=cfg.isolation,  # the rollout's, reward included
+                               router=RouterConfig.model_validate(cfg.reward_router) if cfg.reward_router else None)
     free: dict[str, list[AsyncBrowserEnv]] = {}
     made: list[AsyncBrowserEnv] = []
     done = 0
@@ -302,7 +303,7 @@ def read_recorded(run_dirs: Iterable[Path]) -> list[EpisodeJob]:
                 if t.infra_failure or t.error or not t.turns:
                     continue
                 acts = tuple(tt.action for tt in t.turns)
-                jobs.setdefault((t.task_id, t.seed, acts), EpisodeJob(t.task_id, t.seed, acts, t.ret, t.success))
+                jobs.setdefault((t.task_id, t.seed, acts), EpisodeJob(t.task_id, t.seed, acts, t.ret))
             continue
         for f in sorted(run.rglob("trajectory.jsonl")):
             meta, steps, summary = read_trajectory(f)
@@ -311,7 +312,7 @@ def read_recorded(run_dirs: Iterable[Path]) -> list[EpisodeJob]:
             acts = tuple(s.action for s in steps)
             ret = round(sum(s.reward for s in steps), 6)
             jobs.setdefault((meta["task_id"], int(meta.get("seed", 0)), acts),
-                            EpisodeJob(meta["task_id"], int(meta.get("seed", 0)), acts, ret, summary.success))
+                            EpisodeJob(meta["task_id"], int(meta.get("seed", 0)), acts, ret))
     return list(jobs.values())
 
 

@@ -14,7 +14,8 @@ action tokens' log-probs (the prompts are context, never targets). Sources:
 
 The losses (``dpo_loss``), with ``d = (log pi(c) - log pi_ref(c)) - (log pi(r) - log pi_ref(r))``:
 ``dpo``: ``-log sigmoid(beta d)``; ``ipo``: ``(d - 1/(2 beta))^2`` on per-token mean log-probs (as TRL);
-``simpo``: ``-log sigmoid(beta (mean log pi(c) - mean log pi(r)) - gamma)``, no reference. The reference is
+``simpo``: ``-log sigmoid(beta (mean log pi(c) - mean log pi(r)) - gamma)``, no reference; ``nll_coef`` adds
+the chosen episode's mean action-token NLL (RPO). The reference is
 the starting policy, frozen: its log-probs for every pair are computed once, before the first step.
 
 The gradient of a batch of pairs is exact under any micro-batch split: a no-grad pass gives each turn's
@@ -65,6 +66,9 @@ class DPOConfig(OfflineConfig):
     dpo_loss: str = "dpo"
     beta: float = 0.1
     simpo_gamma: float = 0.5
+    # + nll_coef * the chosen episode's mean action-token NLL (RPO; TRL's rpo_alpha): keeps DPO from lowering
+    # the chosen actions' likelihood along with the rejected ones'
+    nll_coef: float = 0.0
     heldout_mod: int = 5  # pairs whose seed % heldout_mod == 0 are held out (0: none)
     max_pairs_per_variant: int = 8
     batch_size: int = 16
@@ -138,6 +142,7 @@ def pair_metrics(model: nn.Module, pairs: Sequence[PrefPair], ref: Reference, cf
     pc, pr, lc, lr = _pair_tensors(pairs, seq)
     rc, rr, _, _ = _pair_tensors(pairs, ref.logp)
     loss, margin = pair_loss(cfg.dpo_loss, pc, pr, rc, rr, lc, lr, beta=cfg.beta, gamma=cfg.simpo_gamma)
+    loss = loss - cfg.nll_coef * pc / lc
     return {"loss": float(loss.mean()), "logratio_margin": float((pc - pr).mean()),
             "reward_margin": float(margin.mean()), "accuracy": float((margin > 0).float().mean())}
 
@@ -151,6 +156,7 @@ def dpo_step(model: nn.Module, pairs: Sequence[PrefPair], ref: Reference, cfg: D
     pc.requires_grad_(True)
     pr.requires_grad_(True)
     loss, margin = pair_loss(cfg.dpo_loss, pc, pr, rc, rr, lc, lr, beta=cfg.beta, gamma=cfg.simpo_gamma)
+    loss = loss - cfg.nll_coef * pc / lc
     loss.mean().backward()
     assert pc.grad is not None and pr.grad is not None
     weight: dict[Key, float] = defaultdict(float)  # dL/d(log-prob of the key's action)
