@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from agentrl.envs.actions import SCROLL_DIRECTIONS
+from agentrl.envs.actions import SCROLL_DIRECTIONS, format_action
 from agentrl.envs.axtree import AXTree, parse_snapshot
 from agentrl.registry import Registry
 from agentrl.taskspec import OracleStep, TaskVariant
@@ -70,10 +70,6 @@ class OracleStepError(RuntimeError):
     """The scripted agent could not find the element an oracle step names: the task or the app is broken."""
 
 
-def _quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def oracle_action(step: OracleStep, ax: AXTree, index: int = 0) -> str:
     """The action string for one oracle step, given the current observation's accessibility tree."""
     kind = step.kind
@@ -90,16 +86,12 @@ def oracle_action(step: OracleStep, ax: AXTree, index: int = 0) -> str:
             )
         ref = found[target.nth].ref
         if kind == "click":
-            return f"click({ref})"
-        if kind == "fill":
-            return f"fill({ref}, {_quote(target.text)})"
-        if kind == "upload":
-            return f"upload({ref}, {_quote(target.file)})"
-        return f"select({ref}, {_quote(target.option)})"
+            return format_action("click", ref)
+        value = target.text if kind == "fill" else target.file if kind == "upload" else target.option
+        return format_action(kind, ref, value)
     if kind in ("back", "wait"):
-        return f"{kind}()"
-    value = getattr(step, kind)
-    return f"{kind}({_quote(str(value))})"
+        return format_action(kind)
+    return format_action(kind, str(getattr(step, kind)))
 
 
 @AGENTS.register("scripted")
@@ -121,7 +113,7 @@ class ScriptedAgent:
 
     def act(self, obs: dict[str, Any]) -> str:
         if self._i >= len(self._steps):
-            return 'done("")'
+            return format_action("done", "")
         step = self._steps[self._i]
         action = oracle_action(step, parse_snapshot(obs["axtree"]), self._i)
         self._i += 1
@@ -152,14 +144,15 @@ class RandomAgent:
             if not e.ref:
                 continue
             if e.role in _ACTIVE:
-                choices.append(f"click({e.ref})")
+                choices.append(format_action("click", e.ref))
             elif e.role in _FILLABLE:
-                choices.append(f"fill({e.ref}, {_quote(self.rng.choice(_WORDS))})")
+                choices.append(format_action("fill", e.ref, self.rng.choice(_WORDS)))
             elif e.role in ("combobox", "listbox"):
                 opts = [o.name for o in ax.elements if o.role == "option" and o.depth > e.depth]
                 if opts:
-                    choices.append(f"select({e.ref}, {_quote(self.rng.choice(opts))})")
-        choices += ['press("Enter")', f'scroll("{self.rng.choice(SCROLL_DIRECTIONS)}")', "back()", 'done("")']
+                    choices.append(format_action("select", e.ref, self.rng.choice(opts)))
+        choices += [format_action("press", "Enter"), format_action("scroll", self.rng.choice(SCROLL_DIRECTIONS)),
+                    format_action("back"), format_action("done", "")]
         return self.rng.choice(choices)
 
 
