@@ -22,7 +22,7 @@ from agentrl.suites import SUITES_DIR
 
 from agentrl.agents import RandomAgent
 from agentrl.evaluate import run_episode
-from agentrl.miniwob_agent import MiniWoBHeuristicAgent, page_reward
+from agentrl.agents.miniwob import MiniWoBHeuristicAgent, page_reward
 from agentrl.suite import load_suite_spec
 
 AGENTS = {"heuristic": MiniWoBHeuristicAgent, "random": RandomAgent}

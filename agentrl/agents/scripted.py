@@ -1,4 +1,4 @@
-"""Agents: anything with ``reset(obs, info, variant)`` and ``act(obs) -> str`` (an action string).
+"""The agents that need no model: they read the observation text only.
 
 - `ScriptedAgent` follows a task's oracle solution, resolving each step's element (named by role and
   accessible name, as a person would) to an element id by reading only the observation text. It proves
@@ -11,59 +11,11 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from agentrl.envs.actions import SCROLL_DIRECTIONS, format_action
 from agentrl.envs.axtree import AXTree, parse_snapshot
-from agentrl.registry import Registry
 from agentrl.taskspec import OracleStep, TaskVariant
-
-
-class Agent(Protocol):
-    name: str
-
-    def reset(self, obs: dict[str, Any], info: dict[str, Any], variant: TaskVariant | None) -> None: ...
-
-    def act(self, obs: dict[str, Any]) -> str: ...
-
-
-AGENTS: Registry[type] = Registry("agent")
-# Prefixed agent names (`hf:PATH_OR_ID`, `openai:MODEL`, `ckpt:RUN_DIR`, `py:MODULE:CLASS`): prefix ->
-# factory(arg, seed=, **options). The LLM ones are registered by `agentrl.llm_agents`, imported only when a
-# prefixed name is asked for.
-AGENT_PREFIXES: Registry[Callable[..., Any]] = Registry("agent prefix")
-
-
-def make_agent(name: str, seed: int = 0, **options: Any) -> Agent:
-    """An agent by name: a registered one (`scripted`, `random`) or `PREFIX:ARG` (`hf:`, `openai:`, `ckpt:`,
-    `py:MODULE:CLASS`).
-
-    `options` (None values are ignored) go to prefixed agents, e.g. ``temperature=0.7`` or ``base_url=...``.
-
-    >>> make_agent("random", seed=3).name
-    'random'
-    """
-    given = {k: v for k, v in options.items() if v is not None}
-    prefix, colon, arg = name.partition(":")
-    if colon:
-        import agentrl.llm_agents  # noqa: F401  (registers the prefixes)
-
-        return AGENT_PREFIXES.get(prefix)(arg, seed=seed, **given)
-    if given:
-        raise ValueError(f"agent {name!r} takes no options, got {sorted(given)}")
-    return AGENTS.get(name)(seed=seed)
-
-
-@AGENT_PREFIXES.register("py")
-def _python_agent(target: str, *, seed: int = 0, **options: Any) -> Agent:
-    """`py:MODULE:CLASS`: your own agent class, imported by name (so worker processes can build it too)."""
-    import importlib
-
-    module, _, attr = target.rpartition(":")
-    if not module:
-        raise ValueError(f"py: agent must be 'py:MODULE:CLASS', got 'py:{target}'")
-    return getattr(importlib.import_module(module), attr)(seed=seed, **options)
 
 
 class OracleStepError(RuntimeError):
@@ -94,7 +46,6 @@ def oracle_action(step: OracleStep, ax: AXTree, index: int = 0) -> str:
     return format_action(kind, str(getattr(step, kind)))
 
 
-@AGENTS.register("scripted")
 class ScriptedAgent:
     """Replays the oracle (or given) steps; after the last one it calls done() to end the episode."""
 
@@ -125,7 +76,6 @@ _ACTIVE = ("button", "link", "checkbox", "radio", "menuitem", "tab", "option", "
 _FILLABLE = ("textbox", "searchbox", "spinbutton")
 
 
-@AGENTS.register("random")
 class RandomAgent:
     """Uniform over the actions the current observation makes possible (seeded, reproducible)."""
 
@@ -155,5 +105,3 @@ class RandomAgent:
                     format_action("back"), format_action("done", "")]
         return self.rng.choice(choices)
 
-
-from agentrl import miniwob_agent  # noqa: E402,F401  (registers the miniwob-heuristic agent)

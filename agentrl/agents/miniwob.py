@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agentrl.agents import AGENTS
 from agentrl.envs.actions import format_action
 from agentrl.envs.axtree import AXTree, Element, parse_snapshot
 from agentrl.taskspec import TaskVariant
@@ -186,7 +185,6 @@ def _nth(ax: AXTree, role: str, name: str | None, nth: int) -> Element | None:
     return found[nth] if len(found) > nth else None
 
 
-@AGENTS.register("miniwob-heuristic")
 class MiniWoBHeuristicAgent:
     """Reads the MiniWoB utterance from the observation and follows the plan of the rule that matches it.
 
