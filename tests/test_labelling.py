@@ -98,7 +98,7 @@ def test_rm_cli_prefs_train_eval(run_dir: Path, tmp_path: Path) -> None:
     from agentrl.rewards.reward_model import resolve_encoder
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from agentrl.cli_rewards import rm_app
+    from agentrl.cli.rewards import rm_app
 
     enc = tmp_path / "enc"
     tok = AutoTokenizer.from_pretrained(resolve_encoder("minilm"))
