@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from agentrl.envs.host import CHROME_ARGS, CHROMIUM
-from agentrl.rewards.prefs import PrefStore, auto_pairs, collect, read_episodes
+from agentrl.rewards.prefs import PrefStore, auto_pairs, read_episodes
 from conftest import REPO
 from typer.testing import CliRunner
 
+from agentrl.collect import collect
 from agentrl.labelling import LabelServer
 from agentrl.taskspec import load_task
 

@@ -31,8 +31,8 @@ def rm_collect(
     random_episodes: int = typer.Option(2, help="Random-agent episodes per task variant."),
 ) -> None:
     """Run the scripted agent, oracle prefixes, near-misses and the random agent: trajectories to pair."""
+    from agentrl.collect import collect
     from agentrl.evaluate import load_tasks
-    from agentrl.rewards.prefs import collect
 
     tasks = load_tasks(resolve_suite(suite), task or None)
     collect(tasks, list(range(seeds)), out, random_episodes=random_episodes, progress=sys.stderr.isatty())
