@@ -37,6 +37,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
         "agentrl.evaluate", "agentrl.stats", "agentrl.report", "agentrl.replay", "agentrl.coverage",
         "agentrl.fidelity", "agentrl.probe", "agentrl.probe_shortcuts", "agentrl.taskcheck", "agentrl.collect",
         "agentrl.labelling", "agentrl.judge_server",
+        "agentrl.testing",  # the task and env checkers (issue 16's env half)
     )),
     ("cli", ("agentrl.cli",)),
 ]
