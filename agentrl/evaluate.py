@@ -29,70 +29,20 @@ import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agentrl.agents import Agent, make_agent
 from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+from agentrl.report import write_report
 from agentrl.stats import bootstrap_mean_ci, wilson_ci
 from agentrl.taskspec import TaskSpec, load_suite
+from agentrl.trajectory import load_results
+from agentrl.types import EpisodeResult, Timings
 
 __all__ = ["EpisodeResult", "evaluate", "load_results", "load_tasks", "make_agent", "run_episode", "summarise"]
-
-
-@dataclass
-class EpisodeResult:
-    """One episode's outcome. ``to_json`` is its ``results.jsonl`` line."""
-
-    task_id: str
-    seed: int
-    success: bool
-    return_: float
-    steps: int
-    milestones: list[str]  # completed, in firing order
-    truncated: bool
-    truncation_reason: str | None
-    error: str | None
-    episode_dir: str
-    seconds: float
-    actions: list[str] = field(default_factory=list)
-    milestone_steps: list[dict[str, Any]] = field(default_factory=list)  # [{"id", "step"}] as completed
-    rewards: list[float] = field(default_factory=list)  # per step
-    audits: list[Any] | None = None  # per step `info["audit"]` (reward router), None when the env gives none
-    reset_ms: float = 0.0
-    step_ms_median: float = 0.0
-    category: str = ""
-    tier: int | None = None
-    worker_pid: int = 0  # the process that ran it
-
-    def to_json(self, run_dir: Path | None = None) -> dict[str, Any]:
-        ep = Path(self.episode_dir) if self.episode_dir else None
-        if ep is not None and run_dir is not None and ep.is_relative_to(run_dir):
-            ep = ep.relative_to(run_dir)  # relative: a run dir can be moved or shared with its report
-        return {
-            "task": self.task_id, "category": self.category, "tier": self.tier, "seed": self.seed,
-            "success": self.success, "return": self.return_, "steps": self.steps,
-            "milestones": self.milestones, "milestone_steps": self.milestone_steps, "rewards": self.rewards,
-            "audit": self.audits, "error": self.error, "truncated": self.truncated,
-            "truncation_reason": self.truncation_reason,
-            "timings": {"reset_ms": self.reset_ms, "step_ms_median": self.step_ms_median, "total_s": self.seconds},
-            "episode_dir": ep.as_posix() if ep is not None else "", "actions": self.actions,
-            "worker_pid": self.worker_pid,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> EpisodeResult:
-        t = d.get("timings", {})
-        return cls(
-            task_id=d["task"], seed=d["seed"], success=d["success"], return_=d["return"], steps=d["steps"],
-            milestones=d["milestones"], truncated=d["truncated"], truncation_reason=d["truncation_reason"],
-            error=d["error"], episode_dir=d["episode_dir"], seconds=t.get("total_s", 0.0), actions=d["actions"],
-            milestone_steps=d.get("milestone_steps", []), rewards=d.get("rewards", []), audits=d.get("audit"),
-            reset_ms=t.get("reset_ms", 0.0), step_ms_median=t.get("step_ms_median", 0.0),
-            category=d.get("category", ""), tier=d.get("tier"), worker_pid=d.get("worker_pid", 0),
-        )
 
 
 def _config_value(v: Any) -> Any:
@@ -147,10 +97,12 @@ def run_episode(
     s = env.summary()
     return EpisodeResult(
         task_id=env.task.id, seed=seed, success=s.success, return_=s.return_, steps=s.steps,
-        milestones=list(s.milestones), truncated=truncated, truncation_reason=info.get("truncation_reason"),
-        error=error, episode_dir=str(env.episode_dir), seconds=time.perf_counter() - t0, actions=actions,
-        milestone_steps=completed, rewards=rewards, audits=audits if any(a is not None for a in audits) else None,
-        reset_ms=reset_ms, step_ms_median=statistics.median(step_ms) if step_ms else 0.0,
+        milestones=list(s.milestones), terminated=terminated, truncated=truncated,
+        truncation_reason=info.get("truncation_reason"), error=error, episode_dir=str(env.episode_dir),
+        actions=actions, milestone_steps=completed, rewards=rewards,
+        audits=audits if any(a is not None for a in audits) else None,
+        timings=Timings(reset_ms=reset_ms, step_ms_median=statistics.median(step_ms) if step_ms else 0.0,
+                        total_s=time.perf_counter() - t0),
         category=env.task.category or "", tier=env.task.tier,
     )
 
@@ -181,8 +133,7 @@ class _Runner:
             r = run_episode(env, self.agent, job.seed)
         except Exception as e:  # noqa: BLE001 - the env failed to start or reset: a failed, recorded episode
             r = _failed(job, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
-        r.category, r.worker_pid = job.category, os.getpid()
-        return r
+        return r.model_copy(update={"category": job.category, "worker_pid": os.getpid()})
 
     def close(self) -> None:
         for env in self.envs.values():
@@ -192,7 +143,7 @@ class _Runner:
 def _failed(job: _Job, error: str, seconds: float = 0.0) -> EpisodeResult:
     return EpisodeResult(
         task_id=job.task.id, seed=job.seed, success=False, return_=0.0, steps=0, milestones=[], truncated=True,
-        truncation_reason="error", error=error, episode_dir="", seconds=seconds, category=job.category,
+        truncation_reason="error", error=error, timings=Timings(total_s=seconds), category=job.category,
         tier=job.task.tier,
     )
 
@@ -344,7 +295,6 @@ def evaluate(
                         wall_s=time.perf_counter() - started)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if report:
-        from agentrl.report import write_report
 
         write_report(out_dir)
     return summary
@@ -408,14 +358,6 @@ def summarise(results: list[EpisodeResult], tasks: list[TaskSpec], **meta: Any) 
         "per_category": grouped(lambda r: r.category or "uncategorised"),
         "per_tier": grouped(lambda r: r.tier),
     }
-
-
-def load_results(run_dir: str | Path) -> list[EpisodeResult]:
-    """The episodes of a run dir's results.jsonl (a run killed midway gives the episodes it finished)."""
-    path = Path(run_dir) / "results.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir}: no results.jsonl (is it a run dir of `agentrl evaluate`?)")
-    return [EpisodeResult.from_json(json.loads(ln)) for ln in path.read_text().splitlines() if ln.strip()]
 
 
 def load_tasks(suite: str | Path, task_ids: Iterable[str] | None = None) -> list[TaskSpec]:

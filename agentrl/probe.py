@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agentrl.agents import OracleStepError, oracle_action
+from agentrl.envs.actions import Action, parse_action
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.probe_shortcuts import (
     ANY,
@@ -107,7 +108,8 @@ def baseline(env: Any, spec: TaskSpec, seed: int) -> tuple[TaskVariant, Baseline
         decoys: tuple[str, ...] = ()
         target = getattr(step, step.kind, None)
         if step.kind in ("click", "fill", "select") and target is not None and target.name:
-            ref = action[action.index("(") + 1:].split(",")[0].rstrip(")")
+            parsed = parse_action(action)
+            ref = parsed.target if isinstance(parsed, Action) else None
             decoys = tuple(e.ref for e in ax.elements if e.ref and e.ref != ref and e.name == target.name)
         obs, reward, terminated, truncated, info = env.step(action)
         ret += reward

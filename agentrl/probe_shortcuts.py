@@ -31,6 +31,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from agentrl.agents import OracleStepError, oracle_action
+from agentrl.envs.actions import format_action
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.fidelity import (
     OracleTrace,
@@ -127,10 +128,6 @@ _JS_WORDS = {"true", "false", "null", "undefined", "document", "window", "typeof
              "const", "return", "function", "in", "of", "instanceof", "Number", "String", "Math", "JSON"}
 
 
-def _q(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _steps(*actions: str):
     return lambda play: iter(actions)
 
@@ -195,7 +192,7 @@ def forged_document(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> lis
         fragment = literal(m.params["pattern"]) if m.detector == "url_matches" else ""
         url = _data_url(_forge(m), fragment)
         out.append(Attempt(
-            "forged_document", f"a data: page for {m.id} ({m.detector})", _steps(f"goto({_q(url)})", "wait()"),
+            "forged_document", f"a data: page for {m.id} ({m.detector})", _steps(format_action("goto", url), "wait()"),
             judge=ANY, fix="the env showed a page the agent wrote: a hole in the wall (agentrl/envs/wall.py), not in the task",
         ))
     return out
@@ -219,7 +216,7 @@ def direct_goto(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[At
         if s.milestones and s.url.startswith("http"):  # as a path: the sandbox's port differs between runs
             urls.setdefault(re.sub(r"^https?://[^/]+", "", s.url) or "/", f"where the oracle earned {', '.join(s.milestones)}")
     return [
-        Attempt("direct_goto", f"goto {u} ({why})", _steps(f"goto({_q(u)})", "wait()"), judge=GOAL,
+        Attempt("direct_goto", f"goto {u} ({why})", _steps(format_action("goto", u), "wait()"), judge=GOAL,
                 fix="a goal fires on a page anyone can open by URL: score the change itself (server_state, a "
                     "POST request_made), or make it `after:` the milestones of the way there")
         for u, why in urls.items()
@@ -238,7 +235,7 @@ def done_answer(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[At
         Attempt("done_answer", 'done("")', _steps('done("")'), judge=GOAL, fix=fix),
         Attempt("done_answer", 'done("zzz garbage 0")', _steps('done("zzz garbage 0")'), judge=GOAL, fix=fix),
         Attempt("done_answer", f"done(every word and number on the start page, {len(long)} chars)",
-                _steps(f"done({_q(long)})"), judge=GOAL, fix=fix),
+                _steps(format_action("done", long)), judge=GOAL, fix=fix),
     ]
 
 
@@ -276,9 +273,9 @@ def back_reload(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[At
     def around(p: Play, i: int) -> Iterator[str]:
         if i in rewarded and p.obs.get("url", "").startswith("http"):
             url = p.obs["url"]
-            yield f"goto({_q(url)})"  # reload
+            yield format_action("goto", url)  # reload
             yield "back()"
-            yield f"goto({_q(url)})"  # and forward again
+            yield format_action("goto", url)  # and forward again
 
     def script(p: Play) -> Iterator[str]:
         yield from p.oracle(after=around)

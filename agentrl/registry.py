@@ -12,6 +12,7 @@ KeyError: "unknown detector 'url_match' (did you mean 'url_matches'?)"
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -32,6 +33,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._lazy: dict[str, str] = {}  # name -> "module:attr", until first asked for
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -42,11 +44,22 @@ class Registry(Generic[T]):
 
         return deco
 
+    def register_lazy(self, name: str, target: str) -> None:
+        """Register ``"module:attr"`` under `name`; the module is imported when `get(name)` first asks."""
+        if name in self._items:
+            raise ValueError(f"{self.kind} '{name}' is already registered")
+        self._lazy[name] = target
+        self._items[name] = None  # type: ignore[assignment]
+
     def get(self, name: str) -> T:
         try:
-            return self._items[name]
+            item = self._items[name]
         except KeyError:
             raise KeyError(f"unknown {self.kind} '{name}'{did_you_mean(name, tuple(self._items))}") from None
+        if name in self._lazy:
+            module, _, attr = self._lazy.pop(name).partition(":")
+            item = self._items[name] = getattr(importlib.import_module(module), attr)
+        return item
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

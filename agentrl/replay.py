@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
-from agentrl.evaluate import EpisodeResult, load_results
 from agentrl.taskspec import load_task
-from agentrl.trajectory import read_trajectory
-from agentrl.types import StepRecord
+from agentrl.trajectory import load_results, read_trajectory
+from agentrl.types import EpisodeResult, StepRecord
 
 _ENV_KEYS = ("viewport", "max_steps", "action_timeout_ms", "settle_timeout_ms", "browser_timeout_ms", "max_obs_chars")
 

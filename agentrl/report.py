@@ -20,7 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from agentrl.evaluate import EpisodeResult, load_results
+from agentrl.trajectory import load_results, read_trajectory
+from agentrl.types import EpisodeResult
 
 OBS_CHARS = 4000
 MAX_EPISODES = 300
@@ -116,7 +117,6 @@ def svg_funnel(task: str, funnel: dict[str, float], hits: dict[str, float]) -> s
 
 # ---------------------------------------------------------------- viewer data
 def _episode_frames(run_dir: Path, r: EpisodeResult) -> dict[str, Any]:
-    from agentrl.trajectory import read_trajectory
 
     ep = {"task": r.task_id, "seed": r.seed, "success": r.success, "return": round(r.return_, 4), "steps": r.steps,
           "dir": r.episode_dir, "error": r.error, "truncation": r.truncation_reason, "instruction": "", "frames": []}

@@ -1,6 +1,7 @@
-"""Trajectory files: one JSONL per episode, written as the episode happens (a crash loses nothing).
+"""Episode files: one trajectory JSONL per episode, written as the episode happens (a crash loses nothing),
+and a run's ``results.jsonl`` (one `EpisodeResult` per line).
 
-Lines: ``{"type": "reset", ...}``, one ``{"type": "step", ...}`` per step (a `StepRecord`), and
+Trajectory lines: ``{"type": "reset", ...}``, one ``{"type": "step", ...}`` per step (a `StepRecord`), and
 ``{"type": "end", ...}`` (an `EpisodeSummary`) when the episode ends.
 """
 
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-from agentrl.types import EpisodeSummary, StepRecord
+from agentrl.types import EpisodeResult, EpisodeSummary, StepRecord
 
 
 class TrajectoryWriter:
@@ -56,3 +57,11 @@ def read_trajectory(path: str | Path) -> tuple[dict[str, Any], list[StepRecord],
         elif kind == "end":
             summary = EpisodeSummary.model_validate(obj)
     return meta, steps, summary
+
+
+def load_results(run_dir: str | Path) -> list[EpisodeResult]:
+    """The episodes of a run dir's results.jsonl (a run killed midway gives the episodes it finished)."""
+    path = Path(run_dir) / "results.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: no results.jsonl (is it a run dir of `agentrl evaluate`?)")
+    return [EpisodeResult.from_json(json.loads(ln)) for ln in path.read_text().splitlines() if ln.strip()]

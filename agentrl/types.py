@@ -6,6 +6,7 @@ milestone of the task that fired, with the evidence that made it fire.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -191,17 +192,105 @@ class StepRecord(Record):
     audit: RewardAudit | None = None  # how the reward router reached `reward` (None: rules only, unrouted)
 
 
-class EpisodeSummary(Record):
+# ---------------------------------------------------------------- episodes: one record family
+class EpisodeOutcome(Record):
+    """How one episode of one task variant ended: what every record of an episode says.
+
+    The family: `EpisodeSummary` (the env's, last line of ``trajectory.jsonl``), `EpisodeResult` (the
+    evaluator's, a line of ``results.jsonl``), `EpisodeTrace` (an episode's steps read back, the
+    preference store's `Episode`) and a learner trajectory, converted with `outcome_of`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
     task_id: str
     seed: int
-    instruction: str
     success: bool
     return_: float = Field(alias="return")
     steps: int
-    milestones: list[str]  # ids of completed milestones, in the order they fired
-    terminated: bool
-    truncated: bool
+    milestones: list[str] | None = None  # ids of completed milestones in firing order; None: not recorded
+    terminated: bool = False
+    truncated: bool = False
     truncation_reason: str | None = None
+
+
+class EpisodeSummary(EpisodeOutcome):
+    milestones: list[str]
+    instruction: str
     answer: str | None = None
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+class MilestoneStep(Record):
+    """A milestone completed at step `step` (1-based)."""
+
+    id: str
+    step: int
+
+
+class Timings(Record):
+    reset_ms: float = 0.0
+    step_ms_median: float = 0.0
+    total_s: float = 0.0
+
+
+class EpisodeResult(EpisodeOutcome):
+    """One episode as the evaluator records it: ``to_json()`` is its ``results.jsonl`` line, ``from_json``
+    reads one back (``EpisodeResult.from_json(r.to_json()) == r``)."""
+
+    task_id: str = Field(alias="task")
+    milestones: list[str] = []
+    category: str = ""
+    tier: int | None = None
+    milestone_steps: list[MilestoneStep] = []  # as completed
+    rewards: list[float] = []  # per step
+    audits: list[dict[str, Any] | None] | None = Field(default=None, alias="audit")  # per step, None: no router
+    error: str | None = None  # the agent or the env failed: a failed, recorded episode
+    timings: Timings = Timings()
+    episode_dir: str = ""  # relative to the run dir once written
+    actions: list[str] = []
+    worker_pid: int = 0  # the process that ran it
+
+    @property
+    def seconds(self) -> float:
+        return self.timings.total_s
+
+    def to_json(self, run_dir: Path | None = None) -> dict[str, Any]:
+        ep = Path(self.episode_dir) if self.episode_dir else None
+        if ep is not None and run_dir is not None and ep.is_relative_to(run_dir):
+            ep = ep.relative_to(run_dir)  # relative: a run dir can be moved or shared with its report
+        out = self.model_dump(mode="json", by_alias=True)
+        out["episode_dir"] = ep.as_posix() if ep is not None else ""
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> EpisodeResult:
+        return cls.model_validate(d)
+
+
+class EpisodeTrace(Record):
+    """An episode's steps read back from its ``trajectory.jsonl`` (finished or not), with its variant."""
+
+    dir: Path
+    task_id: str
+    seed: int
+    goal: str
+    steps: list[StepRecord]
+    agent: str = ""
+
+    @property
+    def return_(self) -> float:
+        return round(sum(s.reward for s in self.steps), 6)
+
+
+def outcome_of(trajectory: Any) -> EpisodeOutcome:
+    """The outcome of a learner trajectory (duck-typed: ``task_id``, ``seed``, ``turns[].reward``,
+    ``success``, ``terminated``, ``truncated``, ``truncation_reason``), in the family's terms. Its
+    `milestones` stay None: a turn lists the milestones that fired, partial credit included, not those
+    completed."""
+    turns = list(trajectory.turns)
+    return EpisodeOutcome(
+        task_id=trajectory.task_id, seed=trajectory.seed, success=bool(trajectory.success),
+        return_=round(sum(float(t.reward) for t in turns), 6), steps=len(turns),
+        terminated=bool(trajectory.terminated), truncated=bool(trajectory.truncated),
+        truncation_reason=trajectory.truncation_reason,
+    )

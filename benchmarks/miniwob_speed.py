@@ -33,7 +33,7 @@ from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
 from agentrl.envs.host import HEADLESS_SHELL, BrowserHost
 from agentrl.suites import SUITES_DIR
 
-from agentrl.miniwob_agent import MiniWoBHeuristicAgent, page_reward
+from agentrl.agents.miniwob import MiniWoBHeuristicAgent, page_reward
 
 TASKS = ["click-test", "click-test-2", "click-button", "focus-text", "enter-text", "login-user", "click-checkboxes"]
 COLS = ["reset_med_ms", "step_med_ms", "step_nonterm_med_ms", "steps_per_s", "steps_per_s_incl_reset", "success"]

@@ -21,8 +21,8 @@ from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
 from agentrl.suites import SUITES_DIR
 
 from agentrl.agents import RandomAgent
+from agentrl.agents.miniwob import MiniWoBHeuristicAgent, page_reward
 from agentrl.evaluate import run_episode
-from agentrl.miniwob_agent import MiniWoBHeuristicAgent, page_reward
 from agentrl.suite import load_suite_spec
 
 AGENTS = {"heuristic": MiniWoBHeuristicAgent, "random": RandomAgent}

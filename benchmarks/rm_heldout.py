@@ -26,9 +26,10 @@ import time
 from pathlib import Path
 
 import torch
-from agentrl.rewards.prefs import Pair, PrefStore, auto_pairs, collect
+from agentrl.rewards.prefs import Pair, PrefStore, auto_pairs
 from agentrl.rewards.reward_model import Encoder, RewardModel, RMConfig, evaluate_pairs
 
+from agentrl.collect import collect
 from agentrl.suite import load_suite_spec
 from agentrl.taskspec import load_suite
 

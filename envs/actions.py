@@ -50,6 +50,7 @@ _ID = re.compile(r"^\[?(?:ref\s*=\s*)?[\"']?((?:f\d+)?e\d+)[\"']?\]?$")
 _FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)```", re.S)
 _ACTION_LINE = re.compile(r"^\s*(?:\*\*)?action(?:\*\*)?\s*:\s*(.+)$", re.I | re.M)
 _INT = re.compile(r"^[+-]?\d+$")
+_ID_ONLY = re.compile(r"^(?:f\d+)?e\d+$")
 
 Signatures = Mapping[str, "tuple[str, ...] | list[tuple[str, ...]]"]
 _KIND_WORDS = {"id": "element id", "str": "text", "int": "integer"}
@@ -70,8 +71,7 @@ class Action:
         return self.args[0] if self.args and self._kinds()[:1] == ("id",) else None
 
     def __str__(self) -> str:
-        parts = [a if k in ("id", "int") else _quote(a) for a, k in zip(self.args, self._kinds(), strict=False)]
-        return f"{self.name}({', '.join(parts)})"
+        return format_action(self)
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,38 @@ class ActionError:
 
 def _quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def format_action(action: Action | str, *args: str | int, kinds: tuple[str, ...] | None = None) -> str:
+    """The text of an action: the exact inverse of `parse_action` (``parse_action(format_action(a)) == a``).
+
+    Every writer of action text uses it (agents, the probe, tests): text arguments are quoted with their
+    backslashes, quotes and newlines escaped. `kinds` default to the browser's `SIGNATURES` for a call of
+    that arity, else to each argument's type (``int`` -> "int", ``str`` -> "str").
+
+    >>> format_action("fill", "e5", 'say "hi"\\nbye')
+    'fill(e5, "say \\\\"hi\\\\"\\\\nbye")'
+    >>> format_action("click", 120, 48)
+    'click(120, 48)'
+    """
+    if isinstance(action, Action):
+        name, values, kinds = action.name, action.args, action._kinds()
+    else:
+        name, values = action, args
+        if kinds is None:
+            known = SIGNATURES.get(name)
+            kinds = known if known is not None and len(known) == len(values) else tuple(
+                "int" if isinstance(v, int) else "str" for v in values)
+    if len(kinds) != len(values):
+        raise ValueError(f"{name}(): {len(values)} argument(s) for kinds {kinds}")
+    parts = []
+    for v, k in zip(values, kinds, strict=True):
+        if k == "id" and not _ID_ONLY.match(str(v)):
+            raise ValueError(f"{name}(): {v!r} is not an element id (ids look like e12)")
+        if k == "int" and not _INT.match(str(v)):
+            raise ValueError(f"{name}(): {v!r} is not an integer")
+        parts.append(str(v) if k in ("id", "int") else _quote(str(v)))
+    return f"{name}({', '.join(parts)})"
 
 
 @functools.cache
@@ -118,13 +150,25 @@ def parse_action(text: str, signatures: Signatures | None = None) -> Action | Ac
         return ActionError(f"the action must be a string, got {type(text).__name__}")
     if not text.strip():
         return ActionError(f"empty action; write one of: {help_}")
+    whole = text.strip()
+    m = call.match(whole)
+    if m:  # a text that is exactly one call is that call (what `format_action` writes)
+        result, end = _parse_call(m.group(1), whole, m.end(), sigs[m.group(1)])
+        if isinstance(result, Action) and end == len(whole):
+            return result
     first_error: ActionError | None = None
     for source in _candidates(text):
-        parsed = [_parse_call(m.group(1), source, m.end(), sigs[m.group(1)]) for m in call.finditer(source)]
-        calls = [p for p in parsed if isinstance(p, Action)]
+        calls, pos = [], 0
+        while m := call.search(source, pos):
+            result, end = _parse_call(m.group(1), source, m.end(), sigs[m.group(1)])
+            if isinstance(result, Action):
+                calls.append(result)
+                pos = end  # a call written inside this call's text arguments is not a call
+            else:
+                first_error = first_error or result
+                pos = m.end()
         if calls:
             return calls[-1]
-        first_error = first_error or next((p for p in parsed if isinstance(p, ActionError)), None)
     # Nothing parsed: report the most useful reason.
     if first_error is not None:
         return first_error
@@ -141,11 +185,17 @@ def _candidates(text: str) -> list[str]:
     return out
 
 
-def _parse_call(name: str, source: str, pos: int, alternatives: tuple[tuple[str, ...], ...]) -> Action | ActionError:
-    """Parse the argument list that starts at source[pos] (just after the '(')."""
+def _parse_call(
+    name: str, source: str, pos: int, alternatives: tuple[tuple[str, ...], ...]
+) -> tuple[Action | ActionError, int]:
+    """Parse the argument list that starts at source[pos] (just after the '('); also returns where it ends."""
     raw_args, end = _split_args(source, pos)
     if end < 0:
-        return ActionError(f"{name}(…: missing closing parenthesis")
+        return ActionError(f"{name}(…: missing closing parenthesis"), end
+    return _parse_arg_list(name, raw_args, alternatives), end
+
+
+def _parse_arg_list(name: str, raw_args: list[str], alternatives: tuple[tuple[str, ...], ...]) -> Action | ActionError:
     result: Action | ActionError | None = None
     for kinds in alternatives:
         given = raw_args

@@ -1,1 +1,1 @@
-"""Reward sources: rule-based milestone detectors (and, later, the learned reward model and the judge)."""
+"""Rewards: the milestone detectors and tracker, the reward router and its layers (R_phi, the LLM judge), the preference store."""

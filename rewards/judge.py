@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from agentrl.types import Score
 
 if TYPE_CHECKING:
-    from agentrl.rewards.router import StepInput, TrajectoryInput
+    from agentrl.rewards.inputs import StepInput, TrajectoryInput
 
 RUBRIC_VERSION = "1"  # part of the cache key: a changed prompt must not reuse old verdicts
 Messages = list[dict[str, Any]]

@@ -1,15 +1,14 @@
 """Preference pairs for the learned reward R_phi: a SQLite store, the text R_phi reads, automatic pairs.
 
 >>> store = PrefStore("prefs.sqlite")                                   # doctest: +SKIP
->>> collect(load_suite("tasks/core"), seeds=[0, 1], out_dir=Path("runs/prefs"))   # doctest: +SKIP
 >>> store.add_many(auto_pairs([Path("runs/prefs")]))                    # doctest: +SKIP
 
 Automatic pairs come from rule-labelled trajectories of one task variant (task id + seed):
 - trajectory level: two episodes whose rule return differs; the higher return is `chosen`;
 - step level: two steps taken from the same state (same variant, same earlier actions) where one earned
   milestone weight and the other did not.
-People add pairs with `agentrl label` (source "human"). The trajectories to learn from: the scripted
-agent, its prefixes (oracle steps 1..k, then done), the task's near-misses and the random agent.
+People add pairs with `agentrl label` (source "human"). The trajectories to learn from are collected by
+`agentrl.collect` (`agentrl rm collect`).
 """
 
 from __future__ import annotations
@@ -23,13 +22,12 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from agentrl.types import ActionEvent, Event, StepRecord
+from agentrl.types import ActionEvent, EpisodeTrace, Event
 
 Level = Literal["step", "trajectory"]
 MAX_OBS_CHARS = 1500  # R_phi reads ~256 tokens; the observation is the part that gets cut
@@ -170,20 +168,8 @@ class PrefStore:
 
 
 # ---------------------------------------------------------------- episodes on disk -> pairs
-@dataclass(frozen=True)
-class Episode:
-    """A finished or unfinished episode read back from `<episode dir>/trajectory.jsonl`."""
-
-    dir: Path
-    task_id: str
-    seed: int
-    goal: str
-    steps: list[StepRecord]
-    agent: str = ""
-
-    @property
-    def return_(self) -> float:
-        return round(sum(s.reward for s in self.steps), 6)
+class Episode(EpisodeTrace):
+    """A finished or unfinished episode read back from `<episode dir>/trajectory.jsonl`, as R_phi reads it."""
 
     def actions(self) -> list[str]:
         return [describe_action(s.action, s.events, s.error) for s in self.steps]
@@ -204,8 +190,8 @@ def read_episodes(run_dirs: Iterable[Path]) -> list[Episode]:
         for f in sorted(Path(run).rglob("trajectory.jsonl")):
             meta, steps, _ = read_trajectory(f)
             if "task_id" in meta and steps:
-                out.append(Episode(f.parent, meta["task_id"], int(meta.get("seed", 0)), meta.get("instruction", ""),
-                                   steps, str(meta.get("agent", ""))))
+                out.append(Episode(dir=f.parent, task_id=meta["task_id"], seed=int(meta.get("seed", 0)),
+                                   goal=meta.get("instruction", ""), steps=steps, agent=str(meta.get("agent", ""))))
     return out
 
 
@@ -241,75 +227,3 @@ def auto_pairs(run_dirs: Iterable[Path], *, max_per_variant: int = 60) -> list[P
                                   meta={"t": len(state) + 1, "episodes": [ge, be]}))
         pairs += steps[:max_per_variant]
     return pairs
-
-
-# ---------------------------------------------------------------- trajectories to learn from
-class _VariantSteps:
-    """Scripted agent over steps picked from the variant: the oracle's first k steps, or a near-miss."""
-
-    def __init__(self, pick: Any, name: str) -> None:
-        from agentrl.agents import ScriptedAgent
-
-        self.pick, self.name, self._inner = pick, name, ScriptedAgent(steps=[])
-
-    def reset(self, obs: dict[str, Any], info: dict[str, Any], variant: Any) -> None:
-        from agentrl.agents import ScriptedAgent
-
-        self._inner = ScriptedAgent(steps=self.pick(variant))
-        self._inner.reset(obs, info, variant)
-
-    def act(self, obs: dict[str, Any]) -> str:
-        return self._inner.act(obs)
-
-
-def collect(
-    tasks: Sequence[Any], seeds: Sequence[int], out_dir: Path, *, random_episodes: int = 2,
-    prefixes: int = 3, near_misses: bool = True, random_max_steps: int = 6, screenshot: bool = False,
-    progress: bool = True,
-) -> Path:
-    """Run, per task and seed, the scripted agent, up to `prefixes` oracle prefixes (first k steps, evenly
-    spaced k), each near-miss and `random_episodes`
-    random episodes in the real env; trajectories go to `out_dir/episodes/*/trajectory.jsonl` (the agent's
-    name is added to `out_dir/episodes.jsonl`). Returns `out_dir`."""
-    from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from agentrl.agents import RandomAgent, ScriptedAgent
-    from agentrl.evaluate import run_episode
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs: list[tuple[Any, int, str, Any, int | None]] = []
-    for spec in tasks:
-        for seed in seeds:
-            jobs.append((spec, seed, "scripted", ScriptedAgent(), None))
-            if prefixes:
-                n = len(spec.oracle)
-                cuts = sorted({round(i * n / (prefixes + 1)) for i in range(1, prefixes + 1)} - {0, n})
-                jobs += [(spec, seed, f"prefix-{k}", _VariantSteps(lambda v, k=k: v.oracle[:k], f"prefix-{k}"), None)
-                         for k in cuts]
-            if near_misses:
-                jobs += [(spec, seed, f"near-miss-{j}", _VariantSteps(lambda v, j=j: v.near_misses[j].steps, n.name), None)
-                         for j, n in enumerate(spec.near_misses)]
-            jobs += [(spec, seed, f"random-{r}", RandomAgent(seed=1000 * seed + r), random_max_steps)
-                     for r in range(random_episodes)]
-    envs: dict[tuple[str, int | None], BrowserEnv] = {}
-    try:
-        with (out_dir / "episodes.jsonl").open("a") as log, Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            disable=not progress,
-        ) as bar:
-            job = bar.add_task("collecting", total=len(jobs))
-            for spec, seed, name, agent, max_steps in jobs:
-                key = (spec.id, max_steps)
-                if key not in envs:
-                    envs[key] = BrowserEnv(spec, BrowserEnvConfig(
-                        root_dir=out_dir / "episodes", max_steps=max_steps, screenshot=screenshot))
-                bar.update(job, description=f"{spec.id} seed {seed} {name}")
-                r = run_episode(envs[key], agent, seed)
-                log.write(json.dumps({"episode": Path(r.episode_dir).name, "task_id": spec.id, "seed": seed,
-                                      "agent": name, "return": r.return_, "error": r.error}) + "\n")
-                bar.advance(job)
-    finally:
-        for env in envs.values():
-            env.close()
-    return out_dir

@@ -1,7 +1,17 @@
 """The action language parser: LLM output in, one action or an error message out; never an exception."""
 
+import random
+
 import pytest
-from agentrl.envs.actions import Action, ActionError, parse_action
+from agentrl.envs.actions import (
+    SCROLL_DIRECTIONS,
+    SIGNATURES,
+    Action,
+    ActionError,
+    format_action,
+    parse_action,
+)
+from agentrl.envs.desktop import DESKTOP_SIGNATURES
 
 
 @pytest.mark.parametrize(
@@ -30,6 +40,9 @@ from agentrl.envs.actions import Action, ActionError, parse_action
         ("Thinking... maybe click(e1)?\n```python\nclick(e9)\n```", "click(e9)"),
         ("First click(e1), no wait, click(e2)", "click(e2)"),
         ("**Action:** fill(e4, \"x\")", 'fill(e4, "x")'),
+        # a call inside a text argument is text, not a second call
+        ('Action: fill(e4, "then click(e2)")', 'fill(e4, "then click(e2)")'),
+        ('done("```click(e9)```")', 'done("```click(e9)```")'),
     ],
 )
 def test_parses(text: str, expected: str) -> None:
@@ -69,3 +82,50 @@ def test_non_string_is_an_error_not_an_exception() -> None:
 def test_round_trip() -> None:
     for a in [Action("fill", ("e1", 'a "quoted"\nline')), Action("done", ("x\\y",)), Action("click", ("e3",))]:
         assert parse_action(str(a)) == a
+
+
+# Text arguments drawn from the characters that break hand-written quoting: quotes, backslashes, newlines,
+# tabs, parentheses, commas, backticks, the action words themselves, and non-ASCII text.
+_PIECES = ['"', "'", "\\", "\n", "\r", "\t", "(", ")", ",", "```", "Action: ", "click(e2)", "done()", "\\n",
+           "é", "日本語", "🙂", "Ω", " ", "a", "Z", "42", "-", "\u200b", "`", "[ref=e1]"]
+
+
+def _text(rng: random.Random, nonempty: bool = False) -> str:
+    s = "".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 8)))
+    return s or ("x" if nonempty else s)
+
+
+def _arg(rng: random.Random, kind: str, name: str) -> str:
+    if kind == "id":
+        return rng.choice(["", f"f{rng.randint(0, 9)}"]) + f"e{rng.randint(0, 9999)}"
+    if kind == "int":
+        return str(rng.randint(-50, 5000))
+    if name == "scroll":
+        return rng.choice(SCROLL_DIRECTIONS)
+    return _text(rng, nonempty=name in ("press", "goto", "upload", "key", "type", "focus"))
+
+
+@pytest.mark.parametrize("language", ["browser", "desktop"])
+def test_format_action_round_trips_parse_action(language: str) -> None:
+    """parse_action(format_action(a)) == a over thousands of actions, unicode and newlines included."""
+    sigs = SIGNATURES if language == "browser" else DESKTOP_SIGNATURES
+    rng = random.Random(16)
+    for _ in range(3000):
+        name = rng.choice(sorted(sigs))
+        alts = sigs[name] if isinstance(sigs[name], list) else [sigs[name]]
+        kinds = rng.choice(alts)
+        a = Action(name, tuple(_arg(rng, k, name) for k in kinds), kinds)
+        text = format_action(a)
+        back = parse_action(text) if language == "browser" else parse_action(text, signatures=sigs)
+        assert back == a, (a, text, back)
+        assert "\n" not in text  # one action, one line
+        assert format_action(name, *a.args, kinds=kinds) == text == str(a)
+
+
+def test_format_action_refuses_what_parse_action_would_not_read_back() -> None:
+    with pytest.raises(ValueError, match="not an element id"):
+        format_action("click", "Save")
+    with pytest.raises(ValueError, match="argument"):
+        format_action("fill", "e1", "a", kinds=("id",))
+    assert format_action("click", 120, 48) == "click(120, 48)"
+    assert format_action("key", "ctrl+s") == 'key("ctrl+s")'

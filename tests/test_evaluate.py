@@ -63,7 +63,7 @@ def test_compare_pairs_on_task_and_seed() -> None:
     from agentrl.evaluate import EpisodeResult
 
     def ep(task: str, seed: int, ok: bool) -> EpisodeResult:
-        return EpisodeResult(task, seed, ok, float(ok), 1, [], False, None, None, "", 0.0)
+        return EpisodeResult(task_id=task, seed=seed, success=ok, return_=float(ok), steps=1)
 
     a = [ep("t", s, True) for s in range(8)]
     b = [ep("t", s, s < 1) for s in range(8)]

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from agentrl.envs.host import CHROME_ARGS, CHROMIUM
-from agentrl.rewards.prefs import PrefStore, auto_pairs, collect, read_episodes
+from agentrl.rewards.prefs import PrefStore, auto_pairs, read_episodes
 from conftest import REPO
 from typer.testing import CliRunner
 
+from agentrl.collect import collect
 from agentrl.labelling import LabelServer
 from agentrl.taskspec import load_task
 
@@ -98,7 +99,7 @@ def test_rm_cli_prefs_train_eval(run_dir: Path, tmp_path: Path) -> None:
     from agentrl.rewards.reward_model import resolve_encoder
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from agentrl.cli_rewards import rm_app
+    from agentrl.cli.rewards import rm_app
 
     enc = tmp_path / "enc"
     tok = AutoTokenizer.from_pretrained(resolve_encoder("minilm"))

@@ -14,8 +14,8 @@ from agentrl.sandbox.apps.miniwob import MiniWoBApp
 from agentrl.suites import SUITES_DIR
 
 from agentrl.agents import RandomAgent, ScriptedAgent
+from agentrl.agents.miniwob import MiniWoBHeuristicAgent, page_reward, utterance
 from agentrl.evaluate import run_episode
-from agentrl.miniwob_agent import MiniWoBHeuristicAgent, page_reward, utterance
 from agentrl.suite import load_suite_spec
 from agentrl.taskspec import load_suite, load_task
 from agentrl.types import BlockedRequestEvent

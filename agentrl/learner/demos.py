@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentrl.agents import ScriptedAgent
+from agentrl.agents.scripted import ScriptedAgent
 from agentrl.envs.actions import Action, parse_action
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.envs.browser import AsyncBrowserEnv, BrowserEnvConfig

@@ -1,7 +1,5 @@
-# ruff: noqa: B008  (typer idiom: Option/Argument calls as defaults, as in agentrl/cli.py)
-"""CLI for the offline learners: `agentrl sft CONFIG`, `agentrl dpo CONFIG`.
+"""The offline learners' commands: `agentrl sft CONFIG`, `agentrl dpo CONFIG`.
 
-Registered in `agentrl.cli` (one line each): ``app.command("sft")(sft)``, ``app.command("dpo")(dpo)``.
 Progress goes to stdout one line per step and per held-out evaluation, so a log file shows it.
 """
 
@@ -12,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
-console = Console(width=160) if not sys.stdout.isatty() else Console()
-err = Console(stderr=True, soft_wrap=True)
+from agentrl.cli.common import console, err
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sft")(sft)
+    app.command("dpo")(dpo)
 
 
 def _echo(line: str) -> None:

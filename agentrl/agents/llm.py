@@ -25,7 +25,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from agentrl.agents import AGENT_PREFIXES
 from agentrl.envs.actions import Action, parse_action
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.policy.prompt import DEFAULT_SYSTEM_PROMPT, format_user_message
@@ -113,7 +112,6 @@ class PolicyAgent:
         return action
 
 
-@AGENT_PREFIXES.register("hf")
 def hf_agent(path_or_id: str, *, seed: int = 0, device: str = "cpu", dtype: str | None = None, **options: Any) -> PolicyAgent:
     """`hf:PATH_OR_ID`: a local directory or a model id already in the Hugging Face cache (no downloads)."""
     from agentrl.policy.model import load_policy
@@ -139,7 +137,6 @@ def checkpoint_dir(run_dir: Path, which: str = "best") -> Path:
     return last
 
 
-@AGENT_PREFIXES.register("ckpt")
 def ckpt_agent(
     run_dir: str, *, seed: int = 0, checkpoint: str = "best", device: str | None = None, **options: Any
 ) -> PolicyAgent:
@@ -246,6 +243,5 @@ class OpenAIAgent:
         raise AgentError(f"{self.name}: gave up after {self.retries + 1} attempts; last error: {last}")
 
 
-@AGENT_PREFIXES.register("openai")
 def openai_agent(model: str, *, seed: int = 0, **options: Any) -> OpenAIAgent:
     return OpenAIAgent(model, seed=seed, **options)

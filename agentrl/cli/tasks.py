@@ -1,4 +1,4 @@
-"""The `agentrl` command line."""
+"""`agentrl tasks validate|list|coverage|probe`: task files and suites."""
 
 from __future__ import annotations
 
@@ -6,49 +6,16 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from agentrl.cli.common import console, err, fail, resolve_suite
 from agentrl.yamlpos import TaskFileError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train and evaluate computer-use agents.")
 tasks_app = typer.Typer(no_args_is_help=True, help="Task files: validate, list, coverage and the exploit probe.")
-app.add_typer(tasks_app, name="tasks")
-console = Console(width=160) if not sys.stdout.isatty() else Console()
-err = Console(stderr=True, soft_wrap=True)  # error lines stay whole: file:line: field: message
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(message, markup=False, highlight=False)
-    return typer.Exit(code)
-
-
-def resolve_suite(suite: str) -> Path:
-    """A suite folder: a path, or the name of a bundled suite (e.g. `core`)."""
-    from agentrl.suites import SUITES_DIR
-
-    p = Path(suite)
-    if p.exists():
-        return p
-    if (SUITES_DIR / suite).is_dir():
-        return SUITES_DIR / suite
-    names = sorted(d.name for d in SUITES_DIR.iterdir() if d.is_dir() and not d.name.startswith("_"))
-    raise fail(f"no suite folder {suite!r} (bundled suites: {', '.join(names)})")
-
-
-def resolve_task(task: str) -> Path:
-    """A task file path, or the id of a bundled task."""
-    from agentrl.registration import bundled_tasks
-
-    p = Path(task)
-    if p.exists():
-        return p
-    found = bundled_tasks()
-    if task in found:
-        return found[task]
-    from agentrl.registry import did_you_mean
-
-    raise fail(f"no task file or bundled task {task!r}{did_you_mean(task, tuple(found))}")
+def register(app: typer.Typer) -> None:
+    app.add_typer(tasks_app, name="tasks")
 
 
 @tasks_app.command("validate")
@@ -188,103 +155,3 @@ def tasks_probe(
                   f"{sum(len(r.errors) for r in results)} errors" + (f" -> {out}" if out else ""))
     if new or any(r.errors for r in results):
         raise typer.Exit(1)
-
-
-@app.command()
-def run(
-    task: str = typer.Argument(..., help="Task file or bundled task id."),
-    agent: str = typer.Option("scripted", help="scripted | random | miniwob-heuristic | hf:PATH | openai:MODEL | ckpt:RUN_DIR | py:MODULE:CLASS"),
-    seed: int = typer.Option(0),
-    screenshot: bool = typer.Option(False, help="Record a screenshot per step."),
-    out: Path | None = typer.Option(None, help="Where the episode directory goes (default: a temp dir)."),
-) -> None:
-    """Run one episode, printing each step and the milestone events it fired."""
-    from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
-    from agentrl.evaluate import make_agent, run_episode
-
-    try:
-        env = BrowserEnv(resolve_task(task), BrowserEnvConfig(screenshot=screenshot, root_dir=out))
-    except TaskFileError as e:
-        err.print(str(e), markup=False)
-        raise typer.Exit(1) from None
-
-    def show(t: int, action: str, info: dict) -> None:
-        line = f"[bold]{t:>3}[/bold] {action}"
-        if info["action_error"]:
-            line += f"  [red]error: {info['action_error']}[/red]"
-        for m in info["milestones"]:
-            line += f"\n      [green]+{m.reward:.2f} {m.id}[/green] ({m.category}) {m.evidence.detail}"
-        console.print(line, highlight=False)
-
-    try:
-        r = run_episode(env, make_agent(agent, seed), seed, on_step=show)
-        console.print(f"goal: {env.variant.instruction if env.variant else ''}", highlight=False)
-    finally:
-        env.close()
-    color = "green" if r.success else "red"
-    console.print(
-        f"[{color}]success={r.success}[/{color}] return={r.return_:.2f} steps={r.steps} "
-        f"milestones={r.milestones} episode dir: {r.episode_dir}"
-    )
-    if r.error:
-        err.print(f"agent error: {r.error}", markup=False)
-
-
-@app.command()
-def train(
-    config: Path = typer.Argument(None, help="Training config YAML (e.g. configs/tiny-click-button.yaml)."),
-    resume: Path = typer.Option(None, help="Continue this run dir from its last checkpoint (config from it)."),
-    out: Path = typer.Option(None, help="Run directory (default: the config's out_dir)."),
-    max_steps: int = typer.Option(None, help="Stop after this many optimizer steps in total."),
-) -> None:
-    """Train a policy with RL in the browser env: held-out success before and after, curves in the run dir."""
-    from agentrl.learner.build import check_generator
-    from agentrl.learner.config import TrainConfig
-    from agentrl.learner.trainer import train as run_train
-
-    if resume is None and config is None:
-        err.print("give a CONFIG.yaml, or --resume RUN_DIR")
-        raise typer.Exit(2)
-    try:  # a config or a machine that cannot run it: one clear line, before anything is built
-        cfg = TrainConfig.load(resume / "config.yaml" if resume is not None else config)
-        check_generator(cfg)
-    except (ValueError, ImportError, RuntimeError, FileNotFoundError) as e:
-        raise fail(f"{resume / 'config.yaml' if resume is not None else config}: {e}") from None
-    run_dir = resume or out or Path(cfg.out_dir)
-    cfg = None if resume is not None else cfg
-    s = run_train(cfg, run_dir, resume=resume is not None, max_steps=max_steps, progress=sys.stderr.isatty())
-    console.print(
-        f"[bold]{s['algorithm']}[/bold]: held-out success ({s['eval_mode']}) {s['success_before']:.1%} -> "
-        f"{s['success_after']:.1%} (best {s['best_success']:.1%} at step {s['best_step']}) after {s['steps']} steps, "
-        f"{s['episodes']} episodes, {s['elapsed_s']:.0f} s"
-    )
-    console.print(f"report: {run_dir / 'summary.json'}  metrics: {run_dir / 'metrics.jsonl'}  curves: {', '.join(s['curves'])}")
-
-
-@app.command()
-def sandbox(port: int = typer.Option(8000, help="Port on 127.0.0.1 (0 = any free port).")) -> None:
-    """Serve the sandbox apps on 127.0.0.1 for a person to browse (Ctrl-C to stop)."""
-    from agentrl.sandbox.server import main
-
-    sys.exit(main(["--port", str(port)]))
-
-
-from agentrl import cli_eval  # noqa: E402  (its commands use console/resolve_suite defined above)
-
-app.command("evaluate")(cli_eval.evaluate)
-app.command("compare")(cli_eval.compare)
-app.command("replay")(cli_eval.replay)
-
-from agentrl import cli_rewards  # noqa: E402  (reward layers: R_phi, labelling, the judge server)
-
-app.add_typer(cli_rewards.rm_app, name="rm")
-app.add_typer(cli_rewards.judge_app, name="judge")
-app.command("label")(cli_rewards.label)
-
-from agentrl import cli_offline  # noqa: E402  (offline learners: SFT, DPO)
-
-app.command("sft")(cli_offline.sft)
-app.command("dpo")(cli_offline.dpo)
-
-if __name__ == "__main__":
-    app()

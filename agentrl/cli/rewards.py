@@ -1,9 +1,4 @@
-# ruff: noqa: B008  (typer idiom: Option/Argument calls as defaults, as in agentrl/cli.py)
-"""CLI for the reward layers: `agentrl rm collect|prefs|train|eval`, `agentrl label`, `agentrl judge serve`.
-
-Registered in `agentrl.cli` (one line each): ``app.add_typer(rm_app, name="rm")``,
-``app.add_typer(judge_app, name="judge")``, ``app.command("label")(label)``.
-"""
+"""The reward layers: `agentrl rm collect|prefs|train|eval`, `agentrl label`, `agentrl judge serve`."""
 
 from __future__ import annotations
 
@@ -13,18 +8,18 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from agentrl.cli.common import console, fail, resolve_suite
 
 rm_app = typer.Typer(no_args_is_help=True, help="The learned reward R_phi: trajectories, preference pairs, training, evaluation.")
 judge_app = typer.Typer(no_args_is_help=True, help="The LLM judge: a local OpenAI-compatible server.")
-console = Console(width=160) if not sys.stdout.isatty() else Console()
-err = Console(stderr=True, soft_wrap=True)
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(message, markup=False, highlight=False)
-    return typer.Exit(code)
+def register(app: typer.Typer) -> None:
+    app.add_typer(rm_app, name="rm")
+    app.add_typer(judge_app, name="judge")
+    app.command("label")(label)
 
 
 @rm_app.command("collect")
@@ -36,9 +31,8 @@ def rm_collect(
     random_episodes: int = typer.Option(2, help="Random-agent episodes per task variant."),
 ) -> None:
     """Run the scripted agent, oracle prefixes, near-misses and the random agent: trajectories to pair."""
-    from agentrl.cli import resolve_suite
+    from agentrl.collect import collect
     from agentrl.evaluate import load_tasks
-    from agentrl.rewards.prefs import collect
 
     tasks = load_tasks(resolve_suite(suite), task or None)
     collect(tasks, list(range(seeds)), out, random_episodes=random_episodes, progress=sys.stderr.isatty())
@@ -58,7 +52,7 @@ def rm_prefs(
     try:
         pairs = auto_pairs(run_dirs)
     except FileNotFoundError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     db = PrefStore(store)
     added = db.add_many(pairs)
     t = Table("task", "trajectory pairs", "step pairs", title=f"auto pairs from {len(run_dirs)} run dir(s)")
@@ -85,10 +79,10 @@ def rm_train(
     from agentrl.rewards.reward_model import RewardModel, RMConfig
 
     if not prefs.is_file():
-        raise _fail(f"no preference store {prefs} (make one with `agentrl rm prefs RUN_DIR --store {prefs}`)")
+        raise fail(f"no preference store {prefs} (make one with `agentrl rm prefs RUN_DIR --store {prefs}`)")
     pairs = PrefStore(prefs).pairs(level=level, tasks=tasks)  # type: ignore[arg-type]
     if not pairs:
-        raise _fail(f"no pairs in {prefs} for tasks={tasks!r} level={level!r}")
+        raise fail(f"no pairs in {prefs} for tasks={tasks!r} level={level!r}")
     rm = RewardModel(RMConfig(encoder=encoder, epochs=epochs, heads=heads, seed=seed))
     stats = rm.fit(pairs, progress=sys.stderr.isatty())
     rm.save(out)
@@ -113,10 +107,10 @@ def rm_eval(
     try:
         rm = RewardModel.load(model_dir)
     except FileNotFoundError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     pairs = PrefStore(prefs).pairs(level=level, tasks=tasks)  # type: ignore[arg-type]
     if not pairs:
-        raise _fail(f"no pairs in {prefs} for tasks={tasks!r} level={level!r}")
+        raise fail(f"no pairs in {prefs} for tasks={tasks!r} level={level!r}")
     r = evaluate_pairs(rm, pairs, threshold=threshold)
     r.update({"model": str(model_dir), "tasks": tasks, "level": level})
     t = Table("pairs", "accuracy", "ECE", f"coverage at conf >= {r['threshold']:.2f}", "accuracy there",
@@ -149,7 +143,7 @@ def label(
 
     server = LabelServer(run_dirs, PrefStore(store), labeller=labeller or getpass.getuser(), port=port)
     if not server.items:
-        raise _fail(f"no two different trajectories of one task variant under {', '.join(map(str, run_dirs))}")
+        raise fail(f"no two different trajectories of one task variant under {', '.join(map(str, run_dirs))}")
     console.print(f"{len(server.items)} comparisons ({len(server.done)} already labelled): open {server.url} (Ctrl-C to stop)")
     try:
         server.serve_forever()

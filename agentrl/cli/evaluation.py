@@ -1,4 +1,4 @@
-"""The `agentrl evaluate`, `agentrl compare` and `agentrl replay` commands (registered in agentrl.cli)."""
+"""`agentrl evaluate`, `agentrl compare` and `agentrl replay`: run dirs of episodes and their numbers."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import typer
 import yaml
 from rich.table import Table
 
+from agentrl.cli.common import console, err, resolve_suite
 
-def _ui() -> tuple[Any, Any, Any]:
-    # imported at call time: agentrl.cli imports this module when it registers the commands
-    from agentrl.cli import console, err, resolve_suite
 
-    return console, err, resolve_suite
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+    app.command("compare")(compare)
+    app.command("replay")(replay)
 
 
 def _ci(ci: list[float]) -> str:
@@ -64,7 +65,6 @@ def evaluate(
     from agentrl.suite import load_suite_spec
     from agentrl.yamlpos import TaskFileError
 
-    console, err, resolve_suite = _ui()
     try:
         s = load_suite_spec(resolve_suite(suite))
     except TaskFileError as e:
@@ -134,7 +134,6 @@ def compare(
     from agentrl.evaluate import load_results
     from agentrl.stats import compare_results
 
-    console, err, _ = _ui()
     try:
         cmp = compare_results(load_results(run_a), load_results(run_b))
     except FileNotFoundError as e:
@@ -164,7 +163,6 @@ def replay(
     """Re-run one episode's recorded actions in a fresh env; exit 0 if it reproduces, 1 if not."""
     from agentrl.replay import replay as run_replay
 
-    console, err, _ = _ui()
     try:
         r = run_replay(run_dir, episode)
     except (KeyError, FileNotFoundError) as e:

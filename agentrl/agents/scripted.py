@@ -1,4 +1,4 @@
-"""Agents: anything with ``reset(obs, info, variant)`` and ``act(obs) -> str`` (an action string).
+"""The agents that need no model: they read the observation text only.
 
 - `ScriptedAgent` follows a task's oracle solution, resolving each step's element (named by role and
   accessible name, as a person would) to an element id by reading only the observation text. It proves
@@ -11,67 +11,15 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from agentrl.envs.actions import SCROLL_DIRECTIONS
+from agentrl.envs.actions import SCROLL_DIRECTIONS, format_action
 from agentrl.envs.axtree import AXTree, parse_snapshot
-from agentrl.registry import Registry
 from agentrl.taskspec import OracleStep, TaskVariant
-
-
-class Agent(Protocol):
-    name: str
-
-    def reset(self, obs: dict[str, Any], info: dict[str, Any], variant: TaskVariant | None) -> None: ...
-
-    def act(self, obs: dict[str, Any]) -> str: ...
-
-
-AGENTS: Registry[type] = Registry("agent")
-# Prefixed agent names (`hf:PATH_OR_ID`, `openai:MODEL`, `ckpt:RUN_DIR`, `py:MODULE:CLASS`): prefix ->
-# factory(arg, seed=, **options). The LLM ones are registered by `agentrl.llm_agents`, imported only when a
-# prefixed name is asked for.
-AGENT_PREFIXES: Registry[Callable[..., Any]] = Registry("agent prefix")
-
-
-def make_agent(name: str, seed: int = 0, **options: Any) -> Agent:
-    """An agent by name: a registered one (`scripted`, `random`) or `PREFIX:ARG` (`hf:`, `openai:`, `ckpt:`,
-    `py:MODULE:CLASS`).
-
-    `options` (None values are ignored) go to prefixed agents, e.g. ``temperature=0.7`` or ``base_url=...``.
-
-    >>> make_agent("random", seed=3).name
-    'random'
-    """
-    given = {k: v for k, v in options.items() if v is not None}
-    prefix, colon, arg = name.partition(":")
-    if colon:
-        import agentrl.llm_agents  # noqa: F401  (registers the prefixes)
-
-        return AGENT_PREFIXES.get(prefix)(arg, seed=seed, **given)
-    if given:
-        raise ValueError(f"agent {name!r} takes no options, got {sorted(given)}")
-    return AGENTS.get(name)(seed=seed)
-
-
-@AGENT_PREFIXES.register("py")
-def _python_agent(target: str, *, seed: int = 0, **options: Any) -> Agent:
-    """`py:MODULE:CLASS`: your own agent class, imported by name (so worker processes can build it too)."""
-    import importlib
-
-    module, _, attr = target.rpartition(":")
-    if not module:
-        raise ValueError(f"py: agent must be 'py:MODULE:CLASS', got 'py:{target}'")
-    return getattr(importlib.import_module(module), attr)(seed=seed, **options)
 
 
 class OracleStepError(RuntimeError):
     """The scripted agent could not find the element an oracle step names: the task or the app is broken."""
-
-
-def _quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def oracle_action(step: OracleStep, ax: AXTree, index: int = 0) -> str:
@@ -90,19 +38,14 @@ def oracle_action(step: OracleStep, ax: AXTree, index: int = 0) -> str:
             )
         ref = found[target.nth].ref
         if kind == "click":
-            return f"click({ref})"
-        if kind == "fill":
-            return f"fill({ref}, {_quote(target.text)})"
-        if kind == "upload":
-            return f"upload({ref}, {_quote(target.file)})"
-        return f"select({ref}, {_quote(target.option)})"
+            return format_action("click", ref)
+        value = target.text if kind == "fill" else target.file if kind == "upload" else target.option
+        return format_action(kind, ref, value)
     if kind in ("back", "wait"):
-        return f"{kind}()"
-    value = getattr(step, kind)
-    return f"{kind}({_quote(str(value))})"
+        return format_action(kind)
+    return format_action(kind, str(getattr(step, kind)))
 
 
-@AGENTS.register("scripted")
 class ScriptedAgent:
     """Replays the oracle (or given) steps; after the last one it calls done() to end the episode."""
 
@@ -121,7 +64,7 @@ class ScriptedAgent:
 
     def act(self, obs: dict[str, Any]) -> str:
         if self._i >= len(self._steps):
-            return 'done("")'
+            return format_action("done", "")
         step = self._steps[self._i]
         action = oracle_action(step, parse_snapshot(obs["axtree"]), self._i)
         self._i += 1
@@ -133,7 +76,6 @@ _ACTIVE = ("button", "link", "checkbox", "radio", "menuitem", "tab", "option", "
 _FILLABLE = ("textbox", "searchbox", "spinbutton")
 
 
-@AGENTS.register("random")
 class RandomAgent:
     """Uniform over the actions the current observation makes possible (seeded, reproducible)."""
 
@@ -152,15 +94,14 @@ class RandomAgent:
             if not e.ref:
                 continue
             if e.role in _ACTIVE:
-                choices.append(f"click({e.ref})")
+                choices.append(format_action("click", e.ref))
             elif e.role in _FILLABLE:
-                choices.append(f"fill({e.ref}, {_quote(self.rng.choice(_WORDS))})")
+                choices.append(format_action("fill", e.ref, self.rng.choice(_WORDS)))
             elif e.role in ("combobox", "listbox"):
                 opts = [o.name for o in ax.elements if o.role == "option" and o.depth > e.depth]
                 if opts:
-                    choices.append(f"select({e.ref}, {_quote(self.rng.choice(opts))})")
-        choices += ['press("Enter")', f'scroll("{self.rng.choice(SCROLL_DIRECTIONS)}")', "back()", 'done("")']
+                    choices.append(format_action("select", e.ref, self.rng.choice(opts)))
+        choices += [format_action("press", "Enter"), format_action("scroll", self.rng.choice(SCROLL_DIRECTIONS)),
+                    format_action("back"), format_action("done", "")]
         return self.rng.choice(choices)
 
-
-from agentrl import miniwob_agent  # noqa: E402,F401  (registers the miniwob-heuristic agent)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agentrl.agents import AGENTS
+from agentrl.envs.actions import format_action
 from agentrl.envs.axtree import AXTree, Element, parse_snapshot
 from agentrl.taskspec import TaskVariant
 
@@ -38,10 +38,6 @@ class Step:
     text: str = ""  # fill: the text; select: the option
     resolve: Resolver | None = None  # dynamic: computes the action from the page (None: nothing to do)
     repeat: bool = False  # dynamic: stays the current step until its resolver returns None
-
-
-def _quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _click(role: str, name: str | None = None, nth: int = 0) -> Step:
@@ -64,7 +60,7 @@ def _check(name: str) -> Resolver:
         for role in ("checkbox", "radio"):
             found = [e for e in ax.find(role, name) if e.ref]
             if found:
-                return f"click({found[0].ref})"
+                return format_action("click", found[0].ref)
         return None
 
     return resolve
@@ -78,7 +74,7 @@ def _read_table(key: str) -> Resolver:
         for i, c in enumerate(cells[:-1]):
             if c.name == key:
                 box = _nth(ax, "textbox", None, 0)
-                return f"fill({box.ref}, {_quote(cells[i + 1].name)})" if box else None
+                return format_action("fill", box.ref, cells[i + 1].name) if box else None
         return None
 
     return resolve
@@ -91,7 +87,7 @@ def _arithmetic(ax: AXTree, agent: MiniWoBHeuristicAgent) -> str | None:
             a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
             value = {"+": a + b, "-": a - b, "*": a * b, "x": a * b, "/": a // b if b else 0}[op]
             box = _nth(ax, "textbox", None, 0)
-            return f"fill({box.ref}, {_quote(str(value))})" if box else None
+            return format_action("fill", box.ref, str(value)) if box else None
     return None
 
 
@@ -103,12 +99,12 @@ def _tree(target: str) -> Resolver:
         if not named:
             named = [e for e in ax.elements if e.ref and e.role == "generic" and e.value == target]
         if named:
-            return f"click({named[0].ref})"
+            return format_action("click", named[0].ref)
         for e in ax.elements:
             label = e.name or e.value
             if e.ref and e.role == "generic" and label and label not in agent.opened:
                 agent.opened.add(label)
-                return f"click({e.ref})"
+                return format_action("click", e.ref)
         return None
 
     return resolve
@@ -189,7 +185,6 @@ def _nth(ax: AXTree, role: str, name: str | None, nth: int) -> Element | None:
     return found[nth] if len(found) > nth else None
 
 
-@AGENTS.register("miniwob-heuristic")
 class MiniWoBHeuristicAgent:
     """Reads the MiniWoB utterance from the observation and follows the plan of the rule that matches it.
 
@@ -228,13 +223,11 @@ class MiniWoBHeuristicAgent:
             self._i += 1
             el = _nth(ax, step.role, step.name, step.nth)
             if el is None:
-                return 'done("")'
-            if step.op == "fill":
-                return f"fill({el.ref}, {_quote(step.text)})"
-            if step.op == "select":
-                return f"select({el.ref}, {_quote(step.text)})"
-            return f"click({el.ref})"
-        return 'done("")'
+                return format_action("done", "")
+            if step.op in ("fill", "select"):
+                return format_action(step.op, el.ref, step.text)
+            return format_action("click", el.ref)
+        return format_action("done", "")
 
 
 def page_reward(env: Any) -> tuple[bool, float]:
