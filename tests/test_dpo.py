@@ -124,8 +124,8 @@ def test_dpo_step_gradient_is_exact_under_any_micro_batch_split(tiny, pairs) -> 
     dpo_step(model, pairs, ref, dataclasses.replace(cfg, micro_batch_tokens=1))
     split = grads()
     for a, b, c in zip(want, whole, split, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
-        torch.testing.assert_close(c, a, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)  # fp32 summation order
+        torch.testing.assert_close(c, a, rtol=1e-4, atol=1e-6)
 
 
 def test_dpo_from_the_preference_store_raises_the_heldout_margin(tmp_path: Path) -> None:
