@@ -271,7 +271,7 @@ def collect(
     spaced k), each near-miss and `random_episodes`
     random episodes in the real env; trajectories go to `out_dir/episodes/*/trajectory.jsonl` (the agent's
     name is added to `out_dir/episodes.jsonl`). Returns `out_dir`."""
-    from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+    from agentrl.envs.factory import make_env
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from agentrl.agents import RandomAgent, ScriptedAgent
@@ -292,7 +292,7 @@ def collect(
                          for j, n in enumerate(spec.near_misses)]
             jobs += [(spec, seed, f"random-{r}", RandomAgent(seed=1000 * seed + r), random_max_steps)
                      for r in range(random_episodes)]
-    envs: dict[tuple[str, int | None], BrowserEnv] = {}
+    envs: dict[tuple[str, int | None], Any] = {}
     try:
         with (out_dir / "episodes.jsonl").open("a") as log, Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -302,8 +302,7 @@ def collect(
             for spec, seed, name, agent, max_steps in jobs:
                 key = (spec.id, max_steps)
                 if key not in envs:
-                    envs[key] = BrowserEnv(spec, BrowserEnvConfig(
-                        root_dir=out_dir / "episodes", max_steps=max_steps, screenshot=screenshot))
+                    envs[key] = make_env(spec, root_dir=out_dir / "episodes", max_steps=max_steps, screenshot=screenshot)
                 bar.update(job, description=f"{spec.id} seed {seed} {name}")
                 r = run_episode(envs[key], agent, seed)
                 log.write(json.dumps({"episode": Path(r.episode_dir).name, "task_id": spec.id, "seed": seed,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from agentrl.envs.axtree import parse_snapshot
-from agentrl.envs.browser import _SPARES, BrowserEnv, BrowserEnvConfig
+from agentrl.envs.browser import SPARES, BrowserEnv, BrowserEnvConfig
 from agentrl.sandbox.apps.base import Request
 from agentrl.sandbox.apps.miniwob import MiniWoBApp
 from agentrl.suites import SUITES_DIR
@@ -245,7 +245,7 @@ def test_a_closed_envs_contexts_go_clean_to_the_next_env(env_for) -> None:
     key = a._env._spare_key
     before = len(host.spare.get(key, []))
     a.close()
-    assert len(host.spare[key]) == min(_SPARES, before + 2)
+    assert len(host.spare[key]) == min(SPARES, before + 2)
 
     b = env_for("enter-text")
     obs, info = b.reset(seed=2)

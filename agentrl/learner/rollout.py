@@ -35,6 +35,7 @@ import numpy as np
 
 from agentrl.envs.axtree import AXTree, parse_snapshot
 from agentrl.envs.browser import AsyncBrowserEnv, BrowserEnvConfig
+from agentrl.envs.factory import make_async_env
 from agentrl.envs.host import BrowserHost
 from agentrl.policy.hf_backend import HFGenerator
 from agentrl.policy.prompt import PromptBuilder, PromptTooLongError
@@ -328,7 +329,7 @@ class RolloutEngine:
             free = self._free.setdefault(task_id, [])
             env = free.pop() if free else None
             if env is None:
-                env = AsyncBrowserEnv(self.specs[task_id], self.env_config, host=self.host)
+                env = make_async_env(self.specs[task_id], self.env_config, host=self.host)  # its task's env
                 self._all.append(env)
             try:
                 await self._play(env, traj)
