@@ -67,6 +67,9 @@ def make_env(task: TaskSpec | str | Path, config: Any = None, **kwargs: Any) -> 
     return BrowserEnv(spec, cfg, **kwargs)
 
 
+make_env.metadata = {"render_modes": ["rgb_array"]}  # both envs' (gym.make checks a render_mode against it)
+
+
 def make_async_env(task: TaskSpec | str | Path, config: Any = None, *, host: Any = None) -> Any:
     """The asyncio twin of `make_env`: `AsyncBrowserEnv` on `host` (the loop's browser), or `AsyncDesktopEnv`.
     Both have ``await reset(seed)``, ``await step(action)``, ``await close()``, ``summary()``."""
