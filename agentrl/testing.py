@@ -10,9 +10,9 @@ A task is proved when, on its env (`agentrl.envs.factory.make_env`, browser or d
   (each after the ones its `after` names) for the full return, in the same order on every seed; a seed
   given twice is the determinism check: the same seed gives the same trajectory (actions, rewards,
   milestones fired at each step, errors, the end);
-- `check_near_misses`: no near-miss reaches the goal or fires a milestone it `must_not`;
-- `check_noop`: doing nothing (wait, then done("")) fires nothing and earns nothing (a scroll is no no-op
-  on a desktop: over a GTK combo box or spin button it changes the value).
+- `check_near_miss`: no near-miss reaches the goal or fires a milestone it `must_not`;
+- `check_noop`: doing nothing (wait, then done(""); fewer where max_steps ends it first) fires nothing and
+  earns nothing (a scroll is no no-op on a desktop: over a GTK combo box it changes the value).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agentrl.envs.episode import EpisodeEnv
+from agentrl.envs.episode import MAX_STEPS_REASON, EpisodeEnv
 from agentrl.taskspec import NearMiss, TaskSpec
 
 NOOP = ("wait()", 'done("")')
@@ -112,14 +112,17 @@ def check_noop(env: EpisodeEnv, seed: int = 0, actions: tuple[str, ...] = NOOP) 
     """Doing nothing fires no milestone and earns nothing; done() ends the episode without success."""
     env.reset(seed=seed)
     info: dict[str, Any] = {}
-    terminated = False
+    terminated = truncated = False
     for action in actions:
-        _, reward, terminated, _, info = env.step(action)
+        _, reward, terminated, truncated, info = env.step(action)
         if info["milestones"] or reward != 0.0:
             raise _fail(env.task, f"seed {seed}: the no-op {action!r} fired {[m.id for m in info['milestones']]}, "
                                   f"reward {reward}")
-    if not terminated or info["success"]:
-        raise _fail(env.task, f"seed {seed}: the no-op {list(actions)} did not end the episode without success")
+        if truncated:  # a task of fewer steps than the no-op has (max_steps reached)
+            break
+    if not (terminated or info.get("truncation_reason") == MAX_STEPS_REASON) or info["success"]:
+        raise _fail(env.task, f"seed {seed}: the no-op {list(actions)} did not end the episode without success "
+                              f"({info.get('truncation_reason') or 'not terminated'})")
 
 
 def check_task(task: TaskSpec | str | Path, seeds: list[int] = (0, 1), *, env: EpisodeEnv | None = None,

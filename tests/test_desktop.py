@@ -21,7 +21,7 @@ from agentrl.suites import SUITES_DIR
 import agentrl  # noqa: F401  (registers agentrl/<task-id>)
 from agentrl.agents import ScriptedAgent
 from agentrl.taskspec import OracleStep, load_suite
-from agentrl.testing import check_near_miss, check_noop, check_oracle
+from agentrl.testing import check_env, check_near_miss, check_noop, check_oracle
 from agentrl.trajectory import read_trajectory
 
 pytestmark = pytest.mark.skipif(
@@ -127,9 +127,10 @@ def test_near_miss_does_not_succeed(make_env, task: str) -> None:
         check_near_miss(env, nm, 0)
 
 
-def test_gym_make_and_observation(tmp_path: Path) -> None:
+def test_gym_make_and_check_env_and_observation(tmp_path: Path) -> None:
     env = gym.make("agentrl/notes-read-code", root_dir=tmp_path, screenshot=True)
     try:
+        check_env(env)  # Gymnasium's checker (spaces, seeding, reset/step) and agentrl.testing's
         obs, info = env.reset(seed=4)
         code = env.unwrapped.variant.variables["code"]
         assert f"Door code: {code}" in obs["axtree"] and '[focused] "memo.txt — Notes" class=Notes' in obs["text"]

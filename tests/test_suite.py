@@ -12,7 +12,7 @@ from agentrl.suites import SUITES_DIR
 from agentrl.agents import RandomAgent
 from agentrl.evaluate import run_episode
 from agentrl.taskspec import load_suite
-from agentrl.testing import check_near_miss, check_noop, check_oracle
+from agentrl.testing import check_near_miss, check_noop, check_oracle, check_task
 
 CORE = load_suite(SUITES_DIR / "core")
 SEEDS = [0, 1]
@@ -50,3 +50,11 @@ def test_random_agent_stays_low(envs, tmp_path: Path) -> None:
     results = [run_episode(envs[t.id], RandomAgent(seed=7), seed) for t in CORE for seed in range(4)]
     rate = sum(r.success for r in results) / len(results)
     assert rate < 0.2, f"random agent success {rate:.0%}: some task is too easy to hit by chance"
+
+
+TRAIN = sorted(p for p in (SUITES_DIR / "train").glob("*.yaml") if p.name != "suite.yaml")
+
+
+@pytest.mark.parametrize("task", TRAIN, ids=lambda p: p.stem)
+def test_training_drills_pass_check_task(task: Path) -> None:
+    check_task(task, seeds=[0, 1])  # oracle (and determinism), near-misses, no-op
