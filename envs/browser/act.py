@@ -266,7 +266,6 @@ async def _click(loc: Any, timeout: int) -> None:
         await loc.click(timeout=timeout)
 
 
-
 def episode_file(root: Path | None, name: str) -> Path | str:
     """The file `name` inside the episode directory, or why it cannot be used (the agent never reaches
     outside its own directory: absolute paths, '..' and symlinks that leave it are refused)."""
