@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from agentrl.agents import RandomAgent, ScriptedAgent
-from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+from agentrl.envs.episode import EpisodeEnv
+from agentrl.envs.factory import make_env
 from agentrl.evaluate import run_episode
 
 
@@ -59,7 +60,7 @@ def collect(
                          for j, n in enumerate(spec.near_misses)]
             jobs += [(spec, seed, f"random-{r}", RandomAgent(seed=1000 * seed + r), random_max_steps)
                      for r in range(random_episodes)]
-    envs: dict[tuple[str, int | None], BrowserEnv] = {}
+    envs: dict[tuple[str, int | None], EpisodeEnv] = {}
     try:
         with (out_dir / "episodes.jsonl").open("a") as log, Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -69,8 +70,8 @@ def collect(
             for spec, seed, name, agent, max_steps in jobs:
                 key = (spec.id, max_steps)
                 if key not in envs:
-                    envs[key] = BrowserEnv(spec, BrowserEnvConfig(
-                        root_dir=out_dir / "episodes", max_steps=max_steps, screenshot=screenshot))
+                    # the task's env: the browser, or a desktop for an `env: desktop` task
+                    envs[key] = make_env(spec, root_dir=out_dir / "episodes", max_steps=max_steps, screenshot=screenshot)
                 bar.update(job, description=f"{spec.id} seed {seed} {name}")
                 r = run_episode(envs[key], agent, seed)
                 log.write(json.dumps({"episode": Path(r.episode_dir).name, "task_id": spec.id, "seed": seed,

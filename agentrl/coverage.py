@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentrl.agents import RandomAgent, ScriptedAgent
-from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+from agentrl.envs.factory import make_env
 from agentrl.evaluate import EpisodeResult, run_episode
 from agentrl.fidelity import ConstantAnswer, constant_answer_table
 from agentrl.suite import Suite
@@ -102,7 +102,7 @@ def measure(
         rand: list[EpisodeResult] = []
         errors: list[str] = []
         try:
-            env = BrowserEnv(spec, BrowserEnvConfig(root_dir=root))
+            env = make_env(spec, root_dir=root)
         except Exception as e:  # a task the env cannot even start is a row with an error, not a crash
             errors.append(f"env: {type(e).__name__}: {e}")
         else:

@@ -13,8 +13,9 @@ The run directory gets, as the run goes:
   mean return with a bootstrap interval, mean steps, milestone hit rates and funnels;
 - ``report.html`` (`agentrl.report`).
 
-Workers are spawned processes; each owns its agent and one `BrowserEnv` per task (so one Chromium and
-one sandbox server per process). A worker that dies takes only its current episode with it: that episode
+Workers are spawned processes; each owns its agent and one env per task, the one the task runs in
+(`agentrl.envs.factory.make_env`: a `BrowserEnv`, or a `DesktopEnv` for an ``env: desktop`` task; so one
+Chromium and one sandbox server per process, one Xvfb per desktop task). A worker that dies takes only its current episode with it: that episode
 is recorded with the error and the others go on.
 """
 
@@ -35,7 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from agentrl.agents import Agent, make_agent
-from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+from agentrl.envs.browser import BrowserEnvConfig
+from agentrl.envs.episode import EpisodeEnv
+from agentrl.envs.factory import make_env
 from agentrl.report import write_report
 from agentrl.stats import bootstrap_mean_ci, wilson_ci
 from agentrl.taskspec import TaskSpec, load_suite
@@ -64,7 +67,7 @@ def _jsonable(x: Any) -> Any:
 
 
 def run_episode(
-    env: BrowserEnv, agent: Agent, seed: int, on_step: Callable[[int, str, dict[str, Any]], None] | None = None
+    env: EpisodeEnv, agent: Agent, seed: int, on_step: Callable[[int, str, dict[str, Any]], None] | None = None
 ) -> EpisodeResult:
     """One episode of `agent` in `env`. An agent that cannot act (an oracle step that finds no element, an
     endpoint that stays down) ends the episode as a failure with the error recorded; it does not stop the run."""
@@ -122,14 +125,14 @@ class _Runner:
     def __init__(self, agent: str, options: dict[str, Any], config: BrowserEnvConfig) -> None:
         self.agent = make_agent(agent, seed=0, **options)
         self.config = config
-        self.envs: dict[str, BrowserEnv] = {}
+        self.envs: dict[str, EpisodeEnv] = {}
 
     def run(self, job: _Job) -> EpisodeResult:
         t0 = time.perf_counter()
         try:
             env = self.envs.get(job.task.id)
             if env is None:
-                env = self.envs[job.task.id] = BrowserEnv(job.task, self.config)
+                env = self.envs[job.task.id] = make_env(job.task, self.config)
             r = run_episode(env, self.agent, job.seed)
         except Exception as e:  # noqa: BLE001 - the env failed to start or reset: a failed, recorded episode
             r = _failed(job, f"{type(e).__name__}: {e}", time.perf_counter() - t0)

@@ -82,14 +82,11 @@ class TaskProbe:
 def make_env(spec: TaskSpec, root_dir: Path) -> Any:
     """The env the task runs in (its `env:`), with room for the probe's extra steps (4 x max_steps): a
     shortcut that repeats every rewarded action needs more steps than the oracle."""
-    if spec.env == "desktop":
-        from agentrl.envs.desktop import DesktopEnv, DesktopEnvConfig
+    from agentrl.envs.browser import BrowserEnvConfig
+    from agentrl.envs.factory import make_env as task_env
 
-        return DesktopEnv(spec, DesktopEnvConfig(root_dir=root_dir, max_steps=spec.max_steps * 4, record=False))
-    from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
-
-    return BrowserEnv(spec, BrowserEnvConfig(root_dir=root_dir, max_steps=spec.max_steps * 4, record=False,
-                                             isolation="storage", keep_episode_dirs=False))
+    return task_env(spec, BrowserEnvConfig(root_dir=root_dir, max_steps=spec.max_steps * 4, record=False,
+                                           isolation="storage", keep_episode_dirs=False))
 
 
 def baseline(env: Any, spec: TaskSpec, seed: int) -> tuple[TaskVariant, Baseline]:

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+from agentrl.envs.browser import BrowserEnvConfig
+from agentrl.envs.episode import EpisodeEnv
+from agentrl.envs.factory import make_env
 from agentrl.taskspec import load_task
 from agentrl.trajectory import load_results, read_trajectory
 from agentrl.types import EpisodeResult, StepRecord
@@ -81,7 +83,7 @@ def replay(run_dir: str | Path, episode: str) -> ReplayResult:
     if rec.error:
         notes.append(f"the recorded episode ended with an agent error after {len(steps)} steps: {rec.error}")
     with tempfile.TemporaryDirectory(prefix="agentrl-replay-") as tmp:
-        env = BrowserEnv(load_task(task_file), BrowserEnvConfig(**recorded, root_dir=Path(tmp)))
+        env = make_env(load_task(task_file), BrowserEnvConfig(**recorded, root_dir=Path(tmp)))
         try:
             divergence, got = _compare(env, rec.seed, steps)
             replayed = env.summary()
@@ -100,7 +102,7 @@ def replay(run_dir: str | Path, episode: str) -> ReplayResult:
     )
 
 
-def _compare(env: BrowserEnv, seed: int, steps: list[StepRecord]) -> tuple[str | None, int]:
+def _compare(env: EpisodeEnv, seed: int, steps: list[StepRecord]) -> tuple[str | None, int]:
     """Step through the recorded actions; the first step whose outcome differs, and how many were replayed."""
     env.reset(seed=seed)
     for i, s in enumerate(steps):

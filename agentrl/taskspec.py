@@ -28,7 +28,7 @@ from pydantic import (
 
 import agentrl.rewards.desktop_detectors  # noqa: F401  (registers the desktop env's detectors)
 from agentrl.registry import did_you_mean
-from agentrl.rewards.detectors import DETECTORS
+from agentrl.rewards.detectors import DETECTORS, ENV_GIVES
 from agentrl.types import CATEGORIES, DEFAULT_WEIGHTS, Category
 from agentrl.yamlpos import Loc, TaskFileError, field_name, line_of, load_with_lines
 
@@ -386,6 +386,14 @@ def _cross_check(spec: TaskSpec) -> list[str]:
             elif a == m.id:
                 problems.append(f"{spec.where(('milestones', i, 'after', j))}: a milestone cannot come after itself")
         info = DETECTORS.get(m.detector)
+        missing = sorted(info.needs - ENV_GIVES[spec.env])
+        if missing:
+            where = [e for e, gives in ENV_GIVES.items() if info.needs <= gives]
+            problems.append(
+                f"{spec.where(('milestones', i, 'detector'))}: detector {m.detector} needs {', '.join(missing)}, "
+                f"which the {spec.env} env does not give: it would never fire in this task"
+                + (f" (it works in {' and '.join(where)} tasks)" if where else "")
+            )
         allowed = tuple(info.params_model.model_fields)
         for k in m.params:
             if k not in allowed:

@@ -32,25 +32,22 @@ import numpy as np
 from agentrl.envs.actions import Action, ActionError, parse_action
 from agentrl.envs.axtree import AXTree, parse_snapshot
 from agentrl.envs.desktop_observe import FileWatch, tree_text, zombie
+from agentrl.envs.episode import EpisodeCore, EpisodeState, EpisodeViews, answer_of
 from agentrl.envs.spaces import AnyText
 from agentrl.envs.xserver import EPISODE_TAG, DesktopError, DesktopSession, cpu_state, kill_tagged
 from agentrl.rewards.desktop_detectors import DesktopStepContext, WindowInfo
 from agentrl.rewards.milestones import MilestoneTracker
-from agentrl.rewards.router import RewardRouter, StepInput
 from agentrl.sandbox.desktop import app_command, write_launchers
 from gymnasium import spaces
 from watchdog.observers import Observer
 
 from agentrl.taskspec import TaskSpec, TaskVariant, load_task
-from agentrl.trajectory import TrajectoryWriter
 from agentrl.types import (
     ActionEvent,
     EpisodeSummary,
     Event,
     FileEvent,
-    MilestoneEvent,
     ProcessEvent,
-    StepRecord,
     WindowEvent,
 )
 
@@ -89,32 +86,26 @@ class DesktopEnvConfig:
     router: Any = None
 
 
-@dataclass
-class _Episode:
-    id: str
+@dataclass(kw_only=True)
+class DesktopEpisode(EpisodeState):
+    """One episode's apps, files and windows (besides what every episode holds)."""
+
     dir: Path
     home: Path
     variant: TaskVariant
     tracker: MilestoneTracker
     apps: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
     watch: FileWatch | None = None
-    writer: TrajectoryWriter | None = None
-    events: list[Event] = field(default_factory=list)
     windows: dict[int, WindowInfo] = field(default_factory=dict)
     procs: dict[int, ProcessEvent] = field(default_factory=dict)  # live tagged pid -> its start event
     checked: set[int] = field(default_factory=set)  # pids already read (tagged or not)
-    history: list[str] = field(default_factory=list)  # actions sent so far (the reward router reads them)
     raw_nodes: list[dict[str, Any]] = field(default_factory=list)  # the last AT-SPI walk
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # ref -> AT-SPI node, as observed
     ax: AXTree = field(default_factory=lambda: AXTree("", ()))
     first_shot: Any = None
-    t: int = 0
-    ret: float = 0.0
-    answer: str | None = None
-    ended: bool = False
 
 
-class DesktopEnv(gym.Env[dict, str]):
+class DesktopEnv(EpisodeViews, gym.Env[dict, str]):
     """Gymnasium env over a private X11 desktop.
 
     Observation: dict with ``text`` (goal, step, last action result, windows, files changed, notes, the
@@ -140,7 +131,7 @@ class DesktopEnv(gym.Env[dict, str]):
         self.session: DesktopSession | None = None
         self._infra: list[int] = []  # the desktop's own processes (X, bus, window manager, AT-SPI)
         self._observer: Any = None
-        self._ep: _Episode | None = None
+        self._ep: DesktopEpisode | None = None
         obs_spaces: dict[str, spaces.Space] = {
             k: AnyText() for k in ("text", "goal", "windows", "axtree", "files", "title", "url", "last_action_error")
         }
@@ -150,24 +141,13 @@ class DesktopEnv(gym.Env[dict, str]):
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = AnyText(max_length=10_000)
         self._last_obs: dict[str, Any] | None = None
-        self.router = RewardRouter.of(self.config.router)
+        self.core = EpisodeCore(self.spec_task, self.config.router, self.max_steps, record=self.config.record)
+        self.router = self.core.router
 
     # ------------------------------------------------------------------ properties shared with BrowserEnv
     @property
     def task(self) -> TaskSpec:
         return self.spec_task
-
-    @property
-    def variant(self) -> TaskVariant | None:
-        return self._ep.variant if self._ep else None
-
-    @property
-    def episode_id(self) -> str | None:
-        return self._ep.id if self._ep else None
-
-    @property
-    def episode_dir(self) -> Path | None:
-        return self._ep.dir if self._ep else None
 
     @property
     def home_dir(self) -> Path | None:
@@ -193,8 +173,8 @@ class DesktopEnv(gym.Env[dict, str]):
         for name, text in variant.files.items():
             (home / name).parent.mkdir(parents=True, exist_ok=True)
             (home / name).write_text(text)
-        ep = _Episode(id=episode_id, dir=ep_dir, home=home, variant=variant,
-                      tracker=MilestoneTracker(variant.milestones, self.spec_task.success_ids()))
+        ep = DesktopEpisode(id=episode_id, dir=ep_dir, home=home, variant=variant,
+                            tracker=MilestoneTracker(variant.milestones, self.spec_task.success_ids()))
         self._ep = ep
         ep.watch = FileWatch(home, {p.relative_to(home).as_posix() for p in home.rglob("*")})
         self._observer.schedule(ep.watch, str(home), recursive=True)
@@ -208,14 +188,10 @@ class DesktopEnv(gym.Env[dict, str]):
         obs = self._settle_and_observe(ep, last_action=None, error=None, deadline_s=self.config.app_start_timeout_s)
         if self.config.screenshot or "screenshot" in ep.tracker.needs:
             ep.first_shot = self.session.grab()
-        if self.config.record:
-            ep.writer = TrajectoryWriter(ep.dir / "trajectory.jsonl")
-            ep.writer.reset(task_id=self.spec_task.id, seed=seed, episode_id=ep.id, instruction=variant.instruction,
-                            variables=variant.variables, max_steps=self.max_steps, display=self.session.display,
-                            reset_ms=round((time.perf_counter() - t0) * 1000, 1))
         obs.pop("_screenshot_path", None)
         # what the start produced (windows opening, apps starting) is reported, not scored
-        info = self._info(ep, [], list(ep.events), error=None)
+        info = self.core.begin(ep, seed, obs["text"], display=self.session.display,
+                               reset_ms=round((time.perf_counter() - t0) * 1000, 1))
         ep.events.clear()
         self._last_obs = obs
         return obs, info
@@ -230,6 +206,7 @@ class DesktopEnv(gym.Env[dict, str]):
         t0 = time.perf_counter()
         ep.t += 1
         mark = len(ep.events)
+        action_text = action if isinstance(action, str) else repr(action)
         parsed = parse_action(action, signatures=DESKTOP_SIGNATURES)
         error = str(parsed) if isinstance(parsed, ActionError) else None
         timings: dict[str, float] = {}
@@ -242,43 +219,17 @@ class DesktopEnv(gym.Env[dict, str]):
                                            deadline_s=0.6 if isinstance(parsed, ActionError) else None,
                                            min_s=_activation_delay(parsed))
         except DesktopError as e:
-            return self._dead(ep, action, parsed, str(e), t0)
+            return self._dead(ep, action_text, parsed, str(e), t0)
         timings["observe_ms"] = _ms(t1)
         crash = self._crashed(ep)
         if crash is not None:
-            return self._dead(ep, action, parsed, crash, t0, obs)
+            return self._dead(ep, action_text, parsed, crash, t0, obs)
         step_events = ep.events[mark:]
-        t2 = time.perf_counter()
         # The same path as BrowserEnv.step: detectors -> MilestoneTracker -> reward router (rules first).
-        ctx = self._detector_context(ep, step_events, obs)
-        done_before = list(ep.tracker.order)
-        fired = ep.tracker.update(ctx)
-        timings["detect_ms"] = _ms(t2)
-        terminated = ep.tracker.success or (isinstance(parsed, Action) and parsed.name == "done")
-        truncated = not terminated and ep.t >= self.max_steps
-        t3 = time.perf_counter()
-        reward, audit = self.router.step(StepInput(
-            task=self.spec_task, variant=ep.variant, action=action if isinstance(action, str) else repr(action),
-            obs_before=self._last_obs["text"] if self._last_obs else "", obs_after=obs["text"], milestones=fired,
-            done_milestones=done_before, history=tuple(ep.history), terminated=terminated, events=step_events, t=ep.t,
-        ))
-        timings["reward_ms"] = _ms(t3)
-        ep.ret += reward
-        ep.history.append(action if isinstance(action, str) else repr(action))
-        record = StepRecord(
-            t=ep.t, action=action if isinstance(action, str) else repr(action),
-            parsed=str(parsed) if isinstance(parsed, Action) else None, error=error, observation=obs["text"],
-            url="", reward=reward, milestones=fired, events=step_events, terminated=terminated, truncated=truncated,
-            truncation_reason="max_steps reached" if truncated else None, screenshot=obs.pop("_screenshot_path", None),
-            latency_ms=_ms(t0), timings=timings, audit=audit,
+        reward, terminated, truncated, info = self.core.score(
+            ep, action_text, parsed, error, obs, step_events, self._detector_context(ep, step_events, obs),
+            t0=t0, timings=timings,
         )
-        if ep.writer:
-            ep.writer.step(record)
-        if terminated or truncated:
-            self._finish(ep, record.truncation_reason, terminated=terminated)
-        info = self._info(ep, fired, step_events, error=error)
-        info["truncation_reason"] = record.truncation_reason
-        info["audit"] = audit.untimed()
         self._last_obs = obs
         return obs, reward, terminated, truncated, info
 
@@ -289,7 +240,7 @@ class DesktopEnv(gym.Env[dict, str]):
 
     def summary(self) -> EpisodeSummary:
         assert self._ep is not None
-        return self._summary(self._ep)
+        return self.core.summary(self._ep)
 
     def close(self) -> None:
         if self._ep is not None:
@@ -318,14 +269,14 @@ class DesktopEnv(gym.Env[dict, str]):
         self.session = DesktopSession.start(w, h, window_manager=self.config.window_manager)
         write_launchers(self.session.bin)
 
-    def _app_env(self, ep: _Episode) -> dict[str, str]:
+    def _app_env(self, ep: DesktopEpisode) -> dict[str, str]:
         assert self.session is not None
         home = str(ep.home)
         return {**self.session.base_env(), "HOME": home, "PWD": home, "XDG_CONFIG_HOME": f"{home}/.config",
                 "XDG_CACHE_HOME": f"{home}/.cache", "XDG_DATA_HOME": f"{home}/.local/share",
                 EPISODE_TAG: ep.id}
 
-    def _launch(self, ep: _Episode) -> None:
+    def _launch(self, ep: DesktopEpisode) -> None:
         """Start the task's apps one after the other, each once the one before shows its window and is
         focused: the last one launched is in front, whatever their start-up times."""
         assert self.session is not None
@@ -345,9 +296,9 @@ class DesktopEnv(gym.Env[dict, str]):
                     raise DesktopError(f"app {line!r} did not start ({why}); apps.log: {tail}")
                 time.sleep(0.03)
 
-    def _end_episode(self, ep: _Episode, reason: str) -> None:
+    def _end_episode(self, ep: DesktopEpisode, reason: str) -> None:
         """Record the end, kill every process of the episode, stop watching its files."""
-        self._finish(ep, reason)
+        self.core.finish(ep, reason)
         kill_tagged(EPISODE_TAG, ep.id)
         for _, p in ep.apps:
             try:
@@ -363,23 +314,7 @@ class DesktopEnv(gym.Env[dict, str]):
         if not self.config.keep_episode_dirs:
             shutil.rmtree(ep.dir, ignore_errors=True)
 
-    def _finish(self, ep: _Episode, reason: str | None, terminated: bool = False) -> None:
-        if ep.ended:
-            return
-        ep.ended = True
-        if ep.writer:
-            ep.writer.end(self._summary(ep, terminated=terminated, truncation_reason=reason))
-            ep.writer.close()
-
-    def _summary(self, ep: _Episode, *, terminated: bool = False, truncation_reason: str | None = None) -> EpisodeSummary:
-        return EpisodeSummary(
-            task_id=self.spec_task.id, seed=ep.variant.seed, instruction=ep.variant.instruction,
-            success=ep.tracker.success, return_=ep.ret, steps=ep.t, milestones=list(ep.tracker.order),
-            terminated=terminated, truncated=truncation_reason is not None, truncation_reason=truncation_reason,
-            answer=ep.answer,
-        )
-
-    def _crashed(self, ep: _Episode) -> str | None:
+    def _crashed(self, ep: DesktopEpisode) -> str | None:
         """Why the episode cannot go on (the display died, an app was killed or failed), or None."""
         assert self.session is not None
         dead = self.session.alive()
@@ -393,25 +328,13 @@ class DesktopEnv(gym.Env[dict, str]):
                 return f"app {name} (pid {p.pid}) crashed: exit status {rc}"
         return None
 
-    def _dead(self, ep: _Episode, action: str, parsed: Any, reason: str, t0: float,
+    def _dead(self, ep: DesktopEpisode, action_text: str, parsed: Any, reason: str, t0: float,
               obs: dict[str, Any] | None = None):
-        obs = obs or self._error_obs(ep, reason)
-        obs.pop("_screenshot_path", None)
-        obs["last_action_error"] = reason
-        record = StepRecord(
-            t=ep.t, action=action if isinstance(action, str) else repr(action),
-            parsed=str(parsed) if isinstance(parsed, Action) else None, error=reason, observation=obs["text"], url="",
-            reward=0.0, events=ep.events[-50:], truncated=True, truncation_reason=reason, latency_ms=_ms(t0),
-        )
-        if ep.writer:
-            ep.writer.step(record)
-        self._finish(ep, reason)
-        info = self._info(ep, [], [], error=reason)
-        info["truncation_reason"] = reason
-        return obs, 0.0, False, True, info
+        return self.core.dead(ep, action_text, parsed, reason, obs or self._error_obs(ep, reason), t0=t0,
+                              events=ep.events[-50:])
 
     # ------------------------------------------------------------------ acting
-    def _execute(self, ep: _Episode, action: Action) -> str | None:
+    def _execute(self, ep: DesktopEpisode, action: Action) -> str | None:
         """Carry out the action with real X input (xdotool); returns an error message for the agent, or None."""
         assert self.session is not None
         el = None
@@ -473,7 +396,7 @@ class DesktopEnv(gym.Env[dict, str]):
         ep.events.append(event)
         return None
 
-    def _quiet(self, ep: _Episode, max_s: float = 1.0) -> None:
+    def _quiet(self, ep: DesktopEpisode, max_s: float = 1.0) -> None:
         """Wait (at most `max_s`) until the desktop has handled the input so far: nothing runnable and no
         CPU time used between two looks 20 ms apart."""
         watch = {*self._infra, *ep.procs}
@@ -497,7 +420,7 @@ class DesktopEnv(gym.Env[dict, str]):
         return self.session.xdotool("windowactivate", str(match.id))
 
     # ------------------------------------------------------------------ observing
-    def _settle_and_observe(self, ep: _Episode, *, last_action: Any, error: str | None,
+    def _settle_and_observe(self, ep: DesktopEpisode, *, last_action: Any, error: str | None,
                             deadline_s: float | None = None, min_s: float = 0.0) -> dict[str, Any]:
         """Wait until the apps have reacted, then observe. Settled: two quick looks `settle_interval_s`
         apart agree on the windows, the pending file events and the desktop's CPU time, and none of its
@@ -527,7 +450,7 @@ class DesktopEnv(gym.Env[dict, str]):
         self._scan_processes(ep)
         return self._observation(ep, last_action, error, files, ep.events[mark:])
 
-    def _quick_look(self, ep: _Episode, watch: set[int]) -> tuple[Any, ...]:
+    def _quick_look(self, ep: DesktopEpisode, watch: set[int]) -> tuple[Any, ...]:
         """Windows (recording what changed as WindowEvents), CPU state of `watch`, pending file events."""
         assert self.session is not None
         dead = self.session.alive()
@@ -537,7 +460,7 @@ class DesktopEnv(gym.Env[dict, str]):
         self._window_events(ep, wins)
         return tuple(wins), cpu_state(watch), len(ep.watch.events) if ep.watch else 0
 
-    def _window_events(self, ep: _Episode, wins: list[WindowInfo]) -> None:
+    def _window_events(self, ep: DesktopEpisode, wins: list[WindowInfo]) -> None:
         now = {w.id: w for w in wins}
         for wid, w in ep.windows.items():
             if wid not in now:
@@ -552,7 +475,7 @@ class DesktopEnv(gym.Env[dict, str]):
                 ep.events.append(WindowEvent(change="focused", title=w.title, wm_class=w.wm_class, window=wid, pid=w.pid))
         ep.windows = now
 
-    def _scan_processes(self, ep: _Episode) -> None:
+    def _scan_processes(self, ep: DesktopEpisode) -> None:
         """ProcessEvents for the episode's processes (tagged in their environment) that started or exited."""
         want = f"{EPISODE_TAG}={ep.id}".encode()
         live: set[int] = set()
@@ -589,7 +512,7 @@ class DesktopEnv(gym.Env[dict, str]):
                     pass
             ep.events.append(ProcessEvent(change="exited", pid=pid, name=ev.name, cmdline=ev.cmdline, returncode=rc))
 
-    def _observation(self, ep: _Episode, last_action: Any, error: str | None, files: list[FileEvent],
+    def _observation(self, ep: DesktopEpisode, last_action: Any, error: str | None, files: list[FileEvent],
                      new_events: list[Event]) -> dict[str, Any]:
         snapshot, refs = tree_text(ep.raw_nodes)
         ep.nodes = refs
@@ -627,7 +550,7 @@ class DesktopEnv(gym.Env[dict, str]):
                 obs["_screenshot_path"] = shot.relative_to(ep.dir).as_posix()
         return obs
 
-    def _error_obs(self, ep: _Episode, error: str) -> dict[str, Any]:
+    def _error_obs(self, ep: DesktopEpisode, error: str) -> dict[str, Any]:
         obs: dict[str, Any] = {"text": f"Goal: {ep.variant.instruction}\nLast action: ERROR: {error}\n",
                                "goal": ep.variant.instruction, "windows": "", "axtree": "", "files": "", "title": "",
                                "url": "", "last_action_error": error}
@@ -636,23 +559,15 @@ class DesktopEnv(gym.Env[dict, str]):
             obs["screenshot"] = np.zeros((h, w, 3), dtype=np.uint8)
         return obs
 
-    def _detector_context(self, ep: _Episode, step_events: list[Event], obs: dict[str, Any]) -> DesktopStepContext:
+    def _detector_context(self, ep: DesktopEpisode, step_events: list[Event], obs: dict[str, Any]) -> DesktopStepContext:
         assert self.session is not None
         shot = self.session.grab() if "screenshot" in ep.tracker.needs else None
         return DesktopStepContext(
             step=ep.t, events=step_events, history=list(ep.events), url="", title=obs["title"], ax=ep.ax,
             episode_dir=ep.home,
-            answer=ep.answer if any(isinstance(e, ActionEvent) and e.name == "done" for e in step_events) else None,
+            answer=answer_of(ep, step_events),
             windows=list(ep.windows.values()), screenshot=shot, first_screenshot=ep.first_shot,
         )
-
-    def _info(self, ep: _Episode, fired: list[MilestoneEvent], events: list[Event], *, error: str | None) -> dict[str, Any]:
-        return {
-            "milestones": fired, "events": events, "success": ep.tracker.success, "completed": list(ep.tracker.order),
-            "revoked": sorted(ep.tracker.revoked),
-            "return": ep.ret, "action_error": error, "instruction": ep.variant.instruction,
-            "variables": dict(ep.variant.variables), "step": ep.t,
-        }
 
 
 _ACTIVATION_KEYS = re.compile(r"(?:^|[\s+])(?:Return|KP_Enter|space)$", re.I)

@@ -70,7 +70,7 @@ def _class_ok(cls: str, wm_class: str | None) -> bool:
 
 
 # ---------------------------------------------------------------- windows
-@detector("window_shown")
+@detector("window_shown", needs=("windows",))
 def window_shown(
     ctx: StepContext, *, title: str | None = None, title_re: Regex | None = None, wm_class: str | None = None,
     focused: bool = False,
@@ -85,7 +85,7 @@ def window_shown(
     return None
 
 
-@detector("dialog_closed")
+@detector("dialog_closed", needs=("windows",))
 def dialog_closed(
     ctx: StepContext, *, title: str | None = None, title_re: Regex | None = None, wm_class: str | None = None,
 ) -> Evidence | None:
@@ -106,7 +106,7 @@ def _proc_ok(e: ProcessEvent, name: str | None, cmd_re: str | None) -> bool:
     return not (cmd_re is not None and not re.search(cmd_re, e.cmdline))
 
 
-@detector("process_started")
+@detector("process_started", needs=("processes",))
 def process_started(ctx: StepContext, *, name: str | None = None, cmd_re: Regex | None = None) -> Evidence | None:
     """A process of the episode named `name` (executable, or a python app's script name) / with a command
     line matching `cmd_re` started after the episode began."""
@@ -117,7 +117,7 @@ def process_started(ctx: StepContext, *, name: str | None = None, cmd_re: Regex 
     return None
 
 
-@detector("process_exited")
+@detector("process_exited", needs=("processes",))
 def process_exited(
     ctx: StepContext, *, name: str | None = None, cmd_re: Regex | None = None, returncode: int | None = None,
 ) -> Evidence | None:
@@ -133,7 +133,7 @@ def process_exited(
 
 
 # ---------------------------------------------------------------- files
-@detector("file_changed")
+@detector("file_changed", needs=("file_events",))
 def file_changed(
     ctx: StepContext,
     *,

@@ -85,7 +85,7 @@ class StepContext:
 class DetectorInfo:
     name: str
     fn: Callable[..., Evidence | None]
-    needs: frozenset[str]  # subset of {"fields", "js", "server_state"}
+    needs: frozenset[str]  # what it reads that only some envs give (`ENV_GIVES`)
     params_model: type[BaseModel]
     regex_params: frozenset[str]
     #: a state detector: what it checks must still hold at the end of the episode for a goal to count
@@ -97,6 +97,16 @@ class DetectorInfo:
 
 
 DETECTORS: Registry[DetectorInfo] = Registry("detector")
+
+#: What each env gives its detectors beyond what both give (the accessibility tree, the step's events,
+#: the episode directory, the answer). A detector that `needs` something its task's env does not give
+#: would never fire: loading such a task is an error (`agentrl.taskspec`).
+ENV_GIVES: dict[str, frozenset[str]] = {
+    # the page's URL, the requests it made, its dialogs, its form fields, JS values, the app's server state
+    "browser": frozenset({"url", "requests", "page_dialogs", "fields", "js", "server_state"}),
+    # the X windows, the episode's processes, file change events in its home, screenshots
+    "desktop": frozenset({"windows", "processes", "file_events", "screenshot"}),
+}
 
 
 def detector(
@@ -136,7 +146,7 @@ def _name_ok(text: str, name: str | None, name_re: str | None) -> bool:
 
 
 # ---------------------------------------------------------------- navigation
-@detector("url_matches")
+@detector("url_matches", needs=("url",))
 def url_matches(ctx: StepContext, *, pattern: Regex) -> Evidence | None:
     """A page the agent is on (after the step, or one a navigation landed on during it) has a path that
     `pattern` matches whole (re.fullmatch; the query counts only when the pattern asks for it:
@@ -191,7 +201,7 @@ def text_visible(ctx: StepContext, *, text: str | None = None, pattern: Regex | 
     return None
 
 
-@detector("dialog_shown")
+@detector("dialog_shown", needs=("page_dialogs",))
 def dialog_shown(ctx: StepContext, *, message_re: Regex | None = None, type: str | None = None) -> Evidence | None:
     """A JS dialog (alert/confirm/prompt) opened this step, or an ARIA dialog/alertdialog is on the page."""
     for e in ctx.events:
@@ -278,7 +288,7 @@ def _field_text(v: str | list[str]) -> str:
     return v if isinstance(v, str) else ",".join(v)
 
 
-@detector("request_made")
+@detector("request_made", needs=("requests",))
 def request_made(
     ctx: StepContext,
     *,

@@ -21,6 +21,7 @@ from agentrl.suites import SUITES_DIR
 import agentrl  # noqa: F401  (registers agentrl/<task-id>)
 from agentrl.agents import ScriptedAgent
 from agentrl.taskspec import OracleStep, load_suite
+from agentrl.testing import check_env, check_near_miss, check_noop, check_oracle
 from agentrl.trajectory import read_trajectory
 
 pytestmark = pytest.mark.skipif(
@@ -106,12 +107,13 @@ def test_desktop_action_language(text: str, expected: str) -> None:
 
 @pytest.mark.parametrize("task", TASKS, ids=[t.stem for t in TASKS])
 def test_scripted_agent_solves_task(make_env, task: Path) -> None:
+    """`agentrl.testing`'s checks on every desktop task, in one env (one desktop): the oracle on seeds 0
+    and 1 and on 0 again (the same trajectory), then the no-op."""
     env = make_env(task)
-    for seed in (0, 1):
-        info, actions = play(env, seed)
-        assert info["success"], f"seed {seed}: {actions} -> completed {info['completed']} ({info['truncation_reason']})"
-        s = env.summary()
-        assert s.return_ > 0 and not s.truncated
+    check_oracle(env, [0, 1, 0])
+    s = env.summary()
+    assert s.return_ > 0 and not s.truncated
+    check_noop(env, 0)
 
 
 # one task per app and kind of goal (a saved file, a closed app, a deletion, an editor, a shell, focus)
@@ -121,15 +123,14 @@ NEAR_MISS_TASKS = ["notes-save-as", "settings-theme", "files-delete", "mousepad-
 @pytest.mark.parametrize("task", NEAR_MISS_TASKS)
 def test_near_miss_does_not_succeed(make_env, task: str) -> None:
     env = make_env(DESKTOP / f"{task}.yaml")
-    for nm in env.task.render(0).near_misses:
-        info, actions = play(env, 0, nm.steps)
-        assert not info["success"], f"near-miss {nm.name!r} succeeded: {actions}"
-        assert not set(nm.must_not) & set(info["completed"]), f"near-miss {nm.name!r} fired {info['completed']}"
+    for nm in env.task.near_misses:
+        check_near_miss(env, nm, 0)
 
 
-def test_gym_make_and_observation(tmp_path: Path) -> None:
+def test_gym_make_and_check_env_and_observation(tmp_path: Path) -> None:
     env = gym.make("agentrl/notes-read-code", root_dir=tmp_path, screenshot=True)
     try:
+        check_env(env)  # Gymnasium's checker (spaces, seeding, reset/step) and agentrl.testing's
         obs, info = env.reset(seed=4)
         code = env.unwrapped.variant.variables["code"]
         assert f"Door code: {code}" in obs["axtree"] and '[focused] "memo.txt — Notes" class=Notes' in obs["text"]

@@ -20,11 +20,11 @@ from agentrl.envs.browser import AsyncBrowserEnv, BrowserEnv, BrowserEnvConfig
 from agentrl.envs.host import BrowserHost, browser_pids
 from agentrl.suites import SUITES_DIR
 from conftest import act
-from gymnasium.utils.env_checker import check_env
 
 import agentrl  # noqa: F401  (registers agentrl/<task-id>)
 from agentrl.agents import ScriptedAgent
 from agentrl.evaluate import run_episode
+from agentrl.testing import check_env
 from agentrl.trajectory import read_trajectory
 
 CORE = SUITES_DIR / "core"
@@ -35,7 +35,7 @@ PLAYGROUND = None  # set per test via write_task
 def test_gym_make_and_check_env() -> None:
     env = gym.make("agentrl/reports-open")
     try:
-        check_env(env.unwrapped, skip_render_check=True)
+        check_env(env)  # Gymnasium's checker and agentrl.testing's
         obs, info = env.reset(seed=1)
         assert "Goal: Open the report" in obs["text"] and "[ref=" in obs["text"]
         assert obs["url"].startswith("http://127.0.0.1:")

@@ -109,3 +109,39 @@ def test_unknown_template_variable_at_render(tmp_path: Path) -> None:
     with pytest.raises(TaskFileError) as e:
         spec.render(0, FACTS)
     assert ":2: instruction: unknown template variable 'colour' (did you mean 'color'?)" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "detector", "params", "need"),
+    [
+        ("browser", "screen_changed", "{}", "screenshot"),
+        ("browser", "window_shown", "{title: Save As}", "windows"),
+        ("desktop", "url_matches", "{pattern: /done}", "url"),
+        ("desktop", "server_state", "{app: notes, path: x, equals: 1}", "server_state"),
+    ],
+)
+def test_detector_needs_checked_against_the_env(tmp_path: Path, env: str, detector: str, params: str, need: str) -> None:
+    """A detector that reads what the task's env does not give would silently never fire: an error naming
+    the file, the line and the detector."""
+    start = "{app: playground, path: /playground/}" if env == "browser" else '{app: notes, launch: ["notes"]}'
+    f = tmp_path / "t.yaml"
+    f.write_text(dedent(f"""\
+        id: t
+        env: {env}
+        instruction: do it
+        start: {start}
+        milestones:
+          - id: ok
+            detector: answer_matches
+            params: {{equals: "yes"}}
+            category: goal
+          - id: never
+            detector: {detector}
+            params: {params}
+            category: ui
+        oracle:
+          - done: "yes"
+        """))
+    with pytest.raises(TaskFileError) as e:
+        load_task(f)
+    assert f"{f}:11: milestones[1].detector: detector {detector} needs {need}, which the {env} env does not give" in str(e.value)

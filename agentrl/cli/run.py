@@ -25,11 +25,13 @@ def run(
     out: Path | None = typer.Option(None, help="Where the episode directory goes (default: a temp dir)."),
 ) -> None:
     """Run one episode, printing each step and the milestone events it fired."""
-    from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+    from agentrl.envs.browser import BrowserEnvConfig
+    from agentrl.envs.factory import make_env
     from agentrl.evaluate import make_agent, run_episode
 
     try:
-        env = BrowserEnv(resolve_task(task), BrowserEnvConfig(screenshot=screenshot, root_dir=out))
+        # the task's env: the browser, or a desktop for an `env: desktop` task
+        env = make_env(resolve_task(task), BrowserEnvConfig(screenshot=screenshot, root_dir=out))
     except TaskFileError as e:
         err.print(str(e), markup=False)
         raise typer.Exit(1) from None

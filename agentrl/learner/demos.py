@@ -37,7 +37,8 @@ from typing import Any
 from agentrl.agents.scripted import ScriptedAgent
 from agentrl.envs.actions import Action, parse_action
 from agentrl.envs.axtree import parse_snapshot
-from agentrl.envs.browser import AsyncBrowserEnv, BrowserEnvConfig
+from agentrl.envs.browser import BrowserEnvConfig
+from agentrl.envs.factory import make_async_env
 from agentrl.envs.host import BrowserHost
 from agentrl.learner.action_space import ActionSpace
 from agentrl.learner.config import TrainConfig
@@ -141,7 +142,7 @@ class _Outcome:
     reason: str = ""
 
 
-async def _play(env: AsyncBrowserEnv, job: EpisodeJob, renderer: TurnRenderer, traj: Trajectory) -> _Outcome:
+async def _play(env: Any, job: EpisodeJob, renderer: TurnRenderer, traj: Trajectory) -> _Outcome:
     obs, info = await env.reset(job.seed)
     agent: ScriptedAgent | None = None
     if job.actions is None:
@@ -200,8 +201,8 @@ def play_jobs(
     env_cfg = BrowserEnvConfig(record=False, keep_episode_dirs=False, action_timeout_ms=20_000,
                                settle_timeout_ms=20_000, isolation=cfg.isolation,  # the rollout's, reward included
                                router=RouterConfig.model_validate(cfg.reward_router) if cfg.reward_router else None)
-    free: dict[str, list[AsyncBrowserEnv]] = {}
-    made: list[AsyncBrowserEnv] = []
+    free: dict[str, list[Any]] = {}  # AsyncBrowserEnv or AsyncDesktopEnv, by the task's env
+    made: list[Any] = []
     done = 0
 
     async def one(sem: asyncio.Semaphore, i: int, job: EpisodeJob) -> _Outcome:
@@ -211,7 +212,7 @@ def play_jobs(
             pool = free.setdefault(job.task_id, [])
             env = pool.pop() if pool else None
             if env is None:
-                env = AsyncBrowserEnv(by_id[job.task_id], env_cfg, host=host)
+                env = make_async_env(by_id[job.task_id], env_cfg, host=host)
                 made.append(env)
             try:
                 out = await _play(env, job, renderer, traj)

@@ -39,6 +39,7 @@ import numpy as np
 from agentrl.envs.actions import ActionError, parse_action
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.envs.browser import AsyncBrowserEnv, BrowserEnvConfig
+from agentrl.envs.factory import make_async_env
 from agentrl.envs.host import BrowserHost
 from agentrl.learner.action_space import ActionSpace, candidate_actions, compact_observation
 from agentrl.policy.hf_backend import HFGenerator
@@ -132,7 +133,8 @@ class _Request:
 
 
 class RolloutEngine:
-    """N reusable AsyncBrowserEnvs (per task, created on demand) on one event loop, driven by a generator."""
+    """N reusable async envs (per task, created on demand: the task's browser or desktop env) on one event loop,
+    driven by a generator."""
 
     def __init__(
         self,
@@ -319,7 +321,7 @@ class RolloutEngine:
             free = self._free.setdefault(task_id, [])
             env = free.pop() if free else None
             if env is None:
-                env = AsyncBrowserEnv(self.specs[task_id], self.env_config, host=self.host)
+                env = make_async_env(self.specs[task_id], self.env_config, host=self.host)  # its task's env
                 self._all.append(env)
             try:
                 await self._play(env, traj)
