@@ -58,8 +58,10 @@ def plot_run(run_dir: Path) -> list[Path]:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
         axes[0].plot([r["elapsed_s"] for r in evals], [r["success"] for r in evals], "o-", color="C3")
         axes[0].set_xlabel("wall time (s, rollouts + updates + evals)")
-        axes[1].plot([r["episodes"] for r in evals], [r["success"] for r in evals], "o-", color="C3")
-        axes[1].set_xlabel("training episodes")
+        # an offline run (SFT, DPO) has all its data from the start: its progress is in optimizer steps
+        by = "episodes" if len({r.get("episodes") for r in evals}) > 1 else "step"
+        axes[1].plot([r[by] for r in evals], [r["success"] for r in evals], "o-", color="C3")
+        axes[1].set_xlabel("training episodes" if by == "episodes" else "optimizer steps")
         axes[0].set_ylabel("held-out success")
         for a in axes:
             a.set_ylim(0, 1)
