@@ -55,7 +55,10 @@ def test_each_category_has_eight_mixed_tasks_with_near_misses_and_heldout() -> N
 
 @pytest.mark.parametrize("task", TASKS, ids=lambda t: t.id)
 def test_oracle_solves_and_fires_every_milestone_in_order(envs, task) -> None:
-    check_oracle(envs[task.id], [*SEEDS, SEEDS[0]])  # the first seed again: the same trajectory
+    # the first seed again (the same trajectory) on every fourth task: determinism is a property of the env,
+    # checked on every core, desktop and drill task; this samples the web apps without doubling CI time
+    again = [SEEDS[0]] if TASKS.index(task) % 4 == 0 else []
+    check_oracle(envs[task.id], [*SEEDS, *again])
 
 
 NEAR_MISSES = [(t, n) for t in TASKS for n in t.near_misses]
