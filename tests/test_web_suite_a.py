@@ -71,7 +71,7 @@ def test_seeds_give_different_variants() -> None:
 @pytest.mark.parametrize("task", TASKS, ids=lambda t: t.id)
 def test_oracle_solves_and_fires_every_milestone_in_order(envs, task) -> None:
     # the first seed again (the same trajectory) on every fourth task: determinism is a property of the env,
-    # checked on every core, desktop and drill task; this samples the web apps without doubling CI time
+    # checked on every core task and drill; this samples the web apps without doubling CI time
     again = [SEEDS[0]] if TASKS.index(task) % 4 == 0 else []
     check_oracle(envs[task.id], [*SEEDS, *again])
 
