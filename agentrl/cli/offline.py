@@ -42,6 +42,19 @@ def _report(s: dict[str, Any], run_dir: Path) -> None:
     console.print(f"report: {run_dir / 'summary.json'}  metrics: {run_dir / 'metrics.jsonl'}  curves: {', '.join(s['curves'])}")
 
 
+def _run(kind: type, runner: Any, config: Path, out: Path | None) -> dict[str, Any]:
+    """Load the config, run the offline learner into its run dir, print the summary; returns it."""
+    cfg = _load(kind, config)
+    run_dir = out or Path(cfg.out_dir)
+    try:
+        s = runner(cfg, run_dir, echo=_echo)
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        err.print(f"{config}: {e}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    _report(s, run_dir)
+    return s
+
+
 def sft(
     config: Path = typer.Argument(..., help="SFT config YAML (a train config plus demo_seeds, demo_runs, epochs...)."),
     out: Path = typer.Option(None, help="Run directory (default: the config's out_dir)."),
@@ -50,14 +63,7 @@ def sft(
     held-out success before and after; the checkpoint is where `agentrl train` can start RL."""
     from agentrl.learner.sft import SFTConfig, run_sft
 
-    cfg = _load(SFTConfig, config)
-    run_dir = out or Path(cfg.out_dir)
-    try:
-        s = run_sft(cfg, run_dir, echo=_echo)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        err.print(f"{config}: {e}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    _report(s, run_dir)
+    _run(SFTConfig, run_sft, config, out)
 
 
 def dpo(
@@ -68,14 +74,7 @@ def dpo(
     against the frozen starting policy; held-out pair margins and held-out success before and after."""
     from agentrl.learner.dpo import DPOConfig, run_dpo
 
-    cfg = _load(DPOConfig, config)
-    run_dir = out or Path(cfg.out_dir)
-    try:
-        s = run_dpo(cfg, run_dir, echo=_echo)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        err.print(f"{config}: {e}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    _report(s, run_dir)
+    s = _run(DPOConfig, run_dpo, config, out)
     hb, ha = s["heldout_before"], s["heldout_after"]
     if hb:
         console.print(f"held-out pairs ({s['heldout_pairs']}): log-ratio margin {hb['heldout_logratio_margin']:.3f} -> "
