@@ -190,7 +190,9 @@ def test_attention_kernels_that_ignore_the_packing_mask_are_refused(tiny) -> Non
 # ---------------------------------------------------------------- LoRA end to end
 def test_lora_qwen2_trains_through_the_real_env_and_its_checkpoint_loads(tiny, tmp_path) -> None:
     """A Qwen2-architecture model from a local folder (as a user's would be), LoRA adapters, KL to the base
-    (adapters off), gradient checkpointing, bf16-free CPU run: two steps through the real browser env."""
+    (adapters off), gradient checkpointing, bf16-free CPU run: two steps through the real browser env.
+    The entropy bonus gives every step a gradient: with two episodes per group a random policy often earns
+    equal rewards in every group, and the first step's KL to the base is zero, so the update would not move."""
     import json
 
     from transformers import AutoModelForCausalLM
@@ -205,7 +207,7 @@ def test_lora_qwen2_trains_through_the_real_env_and_its_checkpoint_loads(tiny, t
     tok.save_pretrained(folder)
     cfg = TrainConfig(
         tasks=[str(REPO / "tasks/train/click-button.yaml")], model=str(folder), algorithm="grpo", kl_coef=0.05,
-        lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+        entropy_coef=0.02, lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
         gradient_checkpointing=True, lr=5e-3, warmup_steps=1, group_size=2, groups_per_step=2, num_envs=4,
         total_steps=2, eval_every=0, eval_episodes=2, checkpoint_every=1, click_roles=("button", "link", "heading"),
         described_actions=True, isolation="storage",
