@@ -40,6 +40,8 @@ from agentrl.envs.browser import BrowserEnvConfig
 from agentrl.envs.episode import EpisodeEnv
 from agentrl.envs.factory import make_env
 from agentrl.report import write_report
+from agentrl.sandbox.sites import SiteError, sites_up
+from agentrl.sitespec import SiteSpec
 from agentrl.stats import bootstrap_mean_ci, wilson_ci
 from agentrl.taskspec import TaskSpec, load_suite
 from agentrl.trajectory import load_results
@@ -134,6 +136,8 @@ class _Runner:
             if env is None:
                 env = self.envs[job.task.id] = make_env(job.task, self.config)
             r = run_episode(env, self.agent, job.seed)
+        except SiteError as e:  # the site's reset contract failed: the episode ends truncated with the reason
+            r = _failed(job, f"{type(e).__name__}: {e}", time.perf_counter() - t0, reason=str(e))
         except Exception as e:  # noqa: BLE001 - the env failed to start or reset: a failed, recorded episode
             r = _failed(job, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
         return r.model_copy(update={"category": job.category, "worker_pid": os.getpid()})
@@ -143,10 +147,10 @@ class _Runner:
             env.close()
 
 
-def _failed(job: _Job, error: str, seconds: float = 0.0) -> EpisodeResult:
+def _failed(job: _Job, error: str, seconds: float = 0.0, reason: str = "error") -> EpisodeResult:
     return EpisodeResult(
         task_id=job.task.id, seed=job.seed, success=False, return_=0.0, steps=0, milestones=[], truncated=True,
-        truncation_reason="error", error=error, timings=Timings(total_s=seconds), category=job.category,
+        truncation_reason=reason, error=error, timings=Timings(total_s=seconds), category=job.category,
         tier=job.task.tier,
     )
 
@@ -218,6 +222,26 @@ def _run_parallel(jobs: list[_Job], workers: int, agent: str, options: dict[str,
 
 
 # ---------------------------------------------------------------- the run
+def _run_sites(tasks: list[TaskSpec], workers: int) -> list[SiteSpec]:
+    """The sites the tasks run on; with several workers, each must let parallel episodes share it (a
+    static folder, or the header reset contract), else a ValueError naming the task and the site."""
+    sites: dict[tuple, SiteSpec] = {}
+    for t in tasks:
+        if t.site is None:
+            continue
+        sites.setdefault((t.site.name, t.site.origin, t.site.static), t.site)
+        if workers > 1 and not t.site.parallel:
+            have = "no reset contract" if t.site.reset is None else "a reset contract that resets the one shared backend"
+            raise ValueError(
+                f"{t.where(('start',))}: task {t.id} runs on site '{t.site.name}'"
+                + (f" ({t.site.where})" if t.site.where else "")
+                + f", which has {have}: parallel episodes (--workers {workers}) would see and undo each other's "
+                "changes. Run with --workers 1, or give the site `reset: {header: true}` (the app keeps its state "
+                "per X-Agentrl-Episode header; docs/own-sites.md)"
+            )
+    return list(sites.values())
+
+
 def git_commit() -> str | None:
     """The checkout's commit (with ``-dirty`` when it has local changes), or None outside a git checkout."""
     root = Path(__file__).resolve().parents[1]
@@ -252,6 +276,7 @@ def evaluate(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    sites = _run_sites(tasks, workers)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = BrowserEnvConfig(**{**(config.__dict__ if config else {}), "root_dir": (out_dir / "episodes").resolve(),
@@ -269,7 +294,8 @@ def evaluate(
     }
     (out_dir / "run.json").write_text(json.dumps(run_meta, indent=2))
     results: list[EpisodeResult] = []
-    with (out_dir / "results.jsonl").open("w") as f, Progress(
+    # the tasks' own sites run for the whole run (started here, before any worker; stopped at its end)
+    with sites_up(sites), (out_dir / "results.jsonl").open("w") as f, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         disable=not progress, transient=False,
     ) as bar:

@@ -30,7 +30,15 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agentrl.yamlpos import Loc, TaskFileError, field_name, line_of, load_with_lines
 
@@ -89,6 +97,7 @@ class SiteSpec(_Model):
     remote: bool = False
 
     _base: Path = PrivateAttr(default=Path("."))
+    _where: str = PrivateAttr(default="")
 
     @field_validator("origin")
     @classmethod
@@ -118,6 +127,11 @@ class SiteSpec(_Model):
     def parallel(self) -> bool:
         """Whether parallel episodes may share this site's one backend: a static site, or the header contract."""
         return self.static is not None or (self.reset is not None and self.reset.header)
+
+    @property
+    def where(self) -> str:
+        """``file:line`` of the site's declaration ('' for a task's undeclared `start.url` site)."""
+        return self._where
 
     @property
     def base(self) -> Path:
@@ -189,8 +203,9 @@ def parse_sites(data: Any, path: Path, lines: dict[Loc, int], key: Loc = ("sites
         if spec.static is not None and not spec.folder().is_dir():
             at = (*loc, "static")
             problems.append(f"{path}:{line_of(lines, at)}: {field_name(at)}: no folder {spec.folder()}")
+        spec._where = f"{path}:{line_of(lines, loc)}"
         out[name] = spec
-        where[name] = f"{path}:{line_of(lines, loc)}"
+        where[name] = spec._where
     if problems:
         raise TaskFileError(problems)
     return Sites(out, where)

@@ -18,6 +18,7 @@ Command and reset lines may use ``{python}`` (this interpreter), ``{port}`` (the
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import http.server
 import json
@@ -33,10 +34,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from agentrl.sandbox.server import BLANK_PATH, EPISODE_HEADER, HOST
+
 from agentrl.sitespec import SiteSpec
 
 _BLANK_PAGE = b"<!doctype html><title></title>"
@@ -253,6 +256,23 @@ def stop_sites() -> None:
 
 
 atexit.register(stop_sites)
+
+
+@contextlib.contextmanager
+def sites_up(sites: list[SiteSpec]) -> Iterator[None]:
+    """Start `sites` (those not running yet) for a run, and stop, when it ends, those this started."""
+    with _lock:
+        before = set(_started) if _started_pid == os.getpid() else set()
+    try:
+        for s in sites:
+            ensure_running(s)
+        yield
+    finally:
+        with _lock:
+            mine = [k for k in _started if k not in before] if _started_pid == os.getpid() else []
+            items = [_started.pop(k) for k in mine]
+        for s in items:
+            s.stop() if isinstance(s, SiteProcess) else s.close()
 
 
 # ---------------------------------------------------------------------- what the env talks to
