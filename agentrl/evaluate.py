@@ -4,7 +4,8 @@
 
 The run directory gets, as the run goes:
 
-- ``run.json``: what was run (agent, suite, split, seeds, tasks, env config, git commit), written first;
+- ``run.json``: what was run (agent, suite, split, seeds, tasks, the sites they run on, env config, git
+  commit), written first;
 - ``results.jsonl``: one line per episode **as it finishes** (task, category, tier, seed, success, return,
   completed milestones with the step each completed at, per-step rewards and reward audits, errors,
   truncation reason, timings, the episode dir relative to the run dir, the actions);
@@ -40,8 +41,7 @@ from agentrl.envs.browser import BrowserEnvConfig
 from agentrl.envs.episode import EpisodeEnv
 from agentrl.envs.factory import make_env
 from agentrl.report import write_report
-from agentrl.sandbox.sites import SiteError, sites_up
-from agentrl.sitespec import SiteSpec
+from agentrl.sandbox.sites import SiteError, run_sites, sites_up
 from agentrl.stats import bootstrap_mean_ci, wilson_ci
 from agentrl.taskspec import TaskSpec, load_suite
 from agentrl.trajectory import load_results
@@ -222,26 +222,6 @@ def _run_parallel(jobs: list[_Job], workers: int, agent: str, options: dict[str,
 
 
 # ---------------------------------------------------------------- the run
-def _run_sites(tasks: list[TaskSpec], workers: int) -> list[SiteSpec]:
-    """The sites the tasks run on; with several workers, each must let parallel episodes share it (a
-    static folder, or the header reset contract), else a ValueError naming the task and the site."""
-    sites: dict[tuple, SiteSpec] = {}
-    for t in tasks:
-        if t.site is None:
-            continue
-        sites.setdefault((t.site.name, t.site.origin, t.site.static), t.site)
-        if workers > 1 and not t.site.parallel:
-            have = "no reset contract" if t.site.reset is None else "a reset contract that resets the one shared backend"
-            raise ValueError(
-                f"{t.where(('start',))}: task {t.id} runs on site '{t.site.name}'"
-                + (f" ({t.site.where})" if t.site.where else "")
-                + f", which has {have}: parallel episodes (--workers {workers}) would see and undo each other's "
-                "changes. Run with --workers 1, or give the site `reset: {header: true}` (the app keeps its state "
-                "per X-Agentrl-Episode header; docs/own-sites.md)"
-            )
-    return list(sites.values())
-
-
 def git_commit() -> str | None:
     """The checkout's commit (with ``-dirty`` when it has local changes), or None outside a git checkout."""
     root = Path(__file__).resolve().parents[1]
@@ -276,7 +256,7 @@ def evaluate(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    sites = _run_sites(tasks, workers)
+    sites = run_sites(tasks, workers)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = BrowserEnvConfig(**{**(config.__dict__ if config else {}), "root_dir": (out_dir / "episodes").resolve(),
@@ -289,6 +269,7 @@ def evaluate(
     run_meta = {
         "agent": agent, "agent_options": options, **(meta or {}), "seeds": list(seeds),
         "task_files": {t.id: str(t.path) for t in tasks}, "workers": workers, "git_commit": git_commit(),
+        "sites": {s.name: s.origin or f"static {s.folder()}" for s in sites},
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "env_config": {k: _config_value(v) for k, v in asdict(cfg).items()},
     }

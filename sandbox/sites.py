@@ -41,6 +41,7 @@ from typing import Any
 from agentrl.sandbox.server import BLANK_PATH, EPISODE_HEADER, HOST
 
 from agentrl.sitespec import SiteSpec
+from agentrl.taskspec import TaskSpec
 
 _BLANK_PAGE = b"<!doctype html><title></title>"
 
@@ -273,6 +274,26 @@ def sites_up(sites: list[SiteSpec]) -> Iterator[None]:
             items = [_started.pop(k) for k in mine]
         for s in items:
             s.stop() if isinstance(s, SiteProcess) else s.close()
+
+
+def run_sites(tasks: list[TaskSpec], workers: int) -> list[SiteSpec]:
+    """The sites the tasks run on; with several workers, each must let parallel episodes share it (a
+    static folder, or the header reset contract), else a ValueError naming the task and the site."""
+    sites: dict[tuple, SiteSpec] = {}
+    for t in tasks:
+        if t.site is None:
+            continue
+        sites.setdefault((t.site.name, t.site.origin, t.site.static), t.site)
+        if workers > 1 and not t.site.parallel:
+            have = "no reset contract" if t.site.reset is None else "a reset contract that resets the one shared backend"
+            raise ValueError(
+                f"{t.where(('start',))}: task {t.id} runs on site '{t.site.name}'"
+                + (f" ({t.site.where})" if t.site.where else "")
+                + f", which has {have}: parallel episodes (--workers {workers}) would see and undo each other's "
+                "changes. Run with --workers 1, or give the site `reset: {header: true}` (the app keeps its state "
+                "per X-Agentrl-Episode header; docs/own-sites.md)"
+            )
+    return list(sites.values())
 
 
 # ---------------------------------------------------------------------- what the env talks to
