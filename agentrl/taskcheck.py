@@ -41,6 +41,8 @@ def _check_one(path: Path, server: SandboxServer) -> list[str]:
     try:
         spec = load_task(path)
         episode = f"validate-{spec.id}"
+        if spec.site is not None and spec.site.reset is not None and spec.site.reset.http is not None:
+            return []  # its templates may name facts of the live app's reset: checked when an episode starts
         spec.render(0, server.open_episode(episode, 0))
         problems = check_start_page(spec, server, episode)
         server.close_episode(episode)

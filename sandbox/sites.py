@@ -314,7 +314,9 @@ class SiteBackend:
 
     def open_episode(self, episode_id: str, seed: int) -> dict[str, dict[str, str]]:
         """Run the site's reset contract for a new episode; `SiteError` (naming the site and why) if it fails.
-        Returns no facts (templates use the task's own variables)."""
+        Returns the facts of the episode's start for the task's templates: the ``facts`` object of the HTTP
+        reset's JSON answer, if any (``{{key}}``, or ``{{site.key}}``)."""
+        facts: dict[str, str] = {}
         reset = self.site.reset
         if reset is not None and reset.command is not None:
             env = {**os.environ, "AGENTRL_EPISODE": episode_id, "AGENTRL_SEED": str(seed)}
@@ -336,14 +338,20 @@ class SiteBackend:
             )
             try:
                 with urllib.request.urlopen(req, timeout=30) as resp:
-                    resp.read()
+                    body = resp.read()
             except urllib.error.HTTPError as e:
                 body = e.read()[:200].decode(errors="replace").strip()
                 raise SiteError(f"site '{self.site.name}': reset POST {url} answered {e.code}"
                                 + (f": {body}" if body else "")) from None
             except OSError as e:
                 raise SiteError(f"site '{self.site.name}': reset POST {url} failed: {e}") from None
-        return {}
+            try:
+                answer = json.loads(body) if body.strip() else {}
+            except ValueError:
+                answer = {}
+            if isinstance(answer, dict) and isinstance(answer.get("facts"), dict):
+                facts = {str(k): str(v) for k, v in answer["facts"].items()}
+        return {self.site.name: facts}
 
     def close_episode(self, episode_id: str) -> bool:
         return True

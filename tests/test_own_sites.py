@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
-from agentrl.sandbox.sites import SiteError, ensure_running, get_json, stop_sites
+from agentrl.sandbox.sites import SiteBackend, SiteError, ensure_running, get_json, stop_sites
 from conftest import REPO, act
 
 from agentrl.evaluate import evaluate
@@ -103,6 +103,18 @@ def create_ticket(env: BrowserEnv, obs: dict[str, Any], title: str) -> dict[str,
     obs, _, _, _, info = act(env, obs, {"click": {"role": "button", "name": "Create ticket"}})
     assert info["action_error"] is None and f"#7 {title}" in obs["title"], obs["text"][:400]
     return obs
+
+
+def test_http_reset_answers_facts_drawn_from_the_seed_for_the_templates(tmp_path: Path) -> None:
+    task = load_task(helpdesk_suite(tmp_path, {"http": "/reset", "header": True}))
+    site = SiteBackend(task.site)
+    try:
+        tags = {s: site.open_episode(f"ep-{s}", s)["helpdesk"]["asset_tag"] for s in (1, 2, 1)}
+        assert tags[1] != tags[2] and site.open_episode("again", 1)["helpdesk"]["asset_tag"] == tags[1]
+        body = get_json(site.origin + "/api/tickets/3", "ep-2")["body"]
+        assert tags[2] in body and tags[1] not in body
+    finally:
+        stop_sites()
 
 
 @pytest.mark.parametrize("contract", ["http", "command"])

@@ -7,7 +7,8 @@ server process (the standard library's http.server) and its own SQLite file. age
 Per-episode state (the reset contract agentrl calls "header"): every row belongs to an episode, the one in
 the request's ``X-Agentrl-Episode`` header (``default`` without one), so parallel episodes share this one
 process without seeing each other's tickets. ``POST /reset`` with ``{"episode": ID, "seed": N}`` puts that
-episode back to the starting tickets. ``--shared`` ignores the header (one state for everyone), for the
+episode back to the starting tickets (one detail drawn from the seed) and answers with the start's facts,
+which task templates name (``{{asset_tag}}``). ``--shared`` ignores the header (one state for everyone), for the
 "http" and "command" contracts; ``--reset-db`` rewrites the database to the starting state and exits.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import random
 import sqlite3
 import threading
 import urllib.parse
@@ -46,7 +48,9 @@ class Store:
         self.db.executescript(SCHEMA)
         self.lock = threading.Lock()
 
-    def reset(self, episode: str, seed: int = 0) -> None:
+    def reset(self, episode: str, seed: int = 0) -> dict[str, str]:
+        """The episode's starting tickets; returns the facts of this start that tasks may name."""
+        tag = f"AT-{random.Random(seed).randint(10000, 99999)}"  # seeded: the same seed, the same start
         with self.lock:
             self.db.execute("BEGIN")
             for table in ("tickets", "comments", "episodes"):
@@ -55,8 +59,11 @@ class Store:
                 "INSERT INTO tickets VALUES (?, ?, ?, '', ?, ?, ?)",
                 [(episode, i + 1, *row) for i, row in enumerate(START)],
             )
+            self.db.execute("UPDATE tickets SET body = ? WHERE episode = ? AND id = 3",
+                            (f"Maria's old laptop (asset tag {tag}) goes back to IT.", episode))
             self.db.execute("INSERT INTO episodes VALUES (?, ?)", (episode, seed))
             self.db.execute("COMMIT")
+        return {"asset_tag": tag}
 
     def ensure(self, episode: str) -> None:
         if self.db.execute("SELECT 1 FROM episodes WHERE episode = ?", (episode,)).fetchone() is None:
@@ -207,8 +214,8 @@ class Handler(BaseHTTPRequestHandler):
         if parts == ["reset"]:
             data = self.form()
             episode = "default" if self.shared else str(data.get("episode") or "default")
-            self.store.reset(episode, int(data.get("seed") or 0))
-            return self.json({"reset": episode})
+            facts = self.store.reset(episode, int(data.get("seed") or 0))
+            return self.json({"reset": episode, "facts": facts})
         ep, data = self.episode, self.form()
         if parts == ["tickets"]:
             if data.get("priority") not in PRIORITIES or not data.get("title", "").strip():
