@@ -133,11 +133,6 @@ class SiteSpec(_Model):
         """``file:line`` of the site's declaration ('' for a task's undeclared `start.url` site)."""
         return self._where
 
-    @property
-    def base(self) -> Path:
-        """The folder of the file that declared the site (`cwd` and `static` are relative to it)."""
-        return self._base
-
     def folder(self) -> Path:
         assert self.static is not None
         return (self._base / self.static).resolve()
@@ -162,14 +157,13 @@ def origin_of(url: str) -> str:
 
 
 class Sites:
-    """The sites a task may name: by name, with where each was declared (for errors naming file and line)."""
+    """The sites a task may name, by name (each knows where it was declared: `SiteSpec.where`)."""
 
-    def __init__(self, sites: dict[str, SiteSpec] | None = None, where: dict[str, str] | None = None) -> None:
+    def __init__(self, sites: dict[str, SiteSpec] | None = None) -> None:
         self.by_name: dict[str, SiteSpec] = dict(sites or {})
-        self.where: dict[str, str] = dict(where or {})
 
     def merged(self, other: Sites) -> Sites:
-        return Sites({**self.by_name, **other.by_name}, {**self.where, **other.where})
+        return Sites({**self.by_name, **other.by_name})
 
     def by_origin(self, origin: str) -> SiteSpec | None:
         return next((s for s in self.by_name.values() if s.origin == origin.rstrip("/")), None)
@@ -184,7 +178,6 @@ def parse_sites(data: Any, path: Path, lines: dict[Loc, int], key: Loc = ("sites
                              f"names to sites, got {type(data).__name__}"])
     problems: list[str] = []
     out: dict[str, SiteSpec] = {}
-    where: dict[str, str] = {}
     for name, raw in data.items():
         loc = (*key, name)
         if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
@@ -205,10 +198,9 @@ def parse_sites(data: Any, path: Path, lines: dict[Loc, int], key: Loc = ("sites
             problems.append(f"{path}:{line_of(lines, at)}: {field_name(at)}: no folder {spec.folder()}")
         spec._where = f"{path}:{line_of(lines, loc)}"
         out[name] = spec
-        where[name] = spec._where
     if problems:
         raise TaskFileError(problems)
-    return Sites(out, where)
+    return Sites(out)
 
 
 _cache: dict[Path, tuple[float, Sites]] = {}

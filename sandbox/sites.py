@@ -360,10 +360,6 @@ class SiteBackend:
         raise SiteError(f"site '{self.site.name}' is not agentrl's sandbox: it has no server state to read "
                         "(tasks on it use http_json)")
 
-    def get_json(self, episode_id: str, path: str) -> Any:
-        """GET a path of the site with the episode's header, as JSON (`http_json`)."""
-        return get_json(self.origin + path, episode_id)
-
 
 def get_json(url: str, episode_id: str) -> Any:
     """The JSON at `url`, fetched with the episode's header; raises OSError or ValueError."""
