@@ -78,6 +78,9 @@ class Reset(_Model):
             raise ValueError("give at least one of 'http' (a path), 'command' or 'header: true'")
         if self.http is not None and not self.http.startswith("/"):
             raise ValueError(f"http must be a path of the site starting with '/', got {self.http!r}")
+        if self.command is not None and "{tmp}" in self.command:
+            raise ValueError("{tmp} is the started command's own directory, unknown to a reset command: "
+                             "name a path (e.g. one the site's command also uses)")
         return self
 
 

@@ -101,12 +101,14 @@ def test_detector_reading_agentrls_server_state_is_refused_on_a_site(tmp_path: P
 
 def test_bad_site_declarations_name_the_suite_file_line_and_field(tmp_path: Path) -> None:
     f = suite(tmp_path, "  app:\n    origin: http://127.0.0.1:3000\n    reset: {htp: /reset}\n"
+                        "  tmp:\n    origin: http://127.0.0.1:3001\n    reset: {command: 'cp seed.db {tmp}/a.db'}\n"
                         "  docs:\n    static: nowhere/\n  both:\n    origin: 127.0.0.1:3000\n")
     where = (tmp_path / "suite.yaml").resolve()
     msg = problems(f)
     assert f"{where}:5: sites.app.reset.htp: Extra inputs are not permitted" in msg
-    assert f"{where}:7: sites.docs.static: no folder {(tmp_path / 'nowhere').resolve()}" in msg
-    assert f"{where}:9: sites.both.origin: an origin is scheme://host[:port]" in msg
+    assert f"{where}:8: sites.tmp.reset: {{tmp}} is the started command's own directory" in msg
+    assert f"{where}:10: sites.docs.static: no folder {(tmp_path / 'nowhere').resolve()}" in msg
+    assert f"{where}:12: sites.both.origin: an origin is scheme://host[:port]" in msg
 
 
 def test_site_without_a_parallel_reset_contract_refuses_several_workers(tmp_path: Path) -> None:
