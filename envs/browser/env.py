@@ -92,7 +92,10 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
             if not self.config.keep_episode_dirs and old.dir is not None:
                 shutil.rmtree(old.dir, ignore_errors=True)
         episode_id = f"{self.spec.id}-s{seed}-{uuid.uuid4().hex[:8]}"
-        facts = self.sandbox.open_episode(episode_id, seed)
+        if isinstance(self.sandbox, SiteBackend):  # an HTTP call or a command: the loop's other envs go on
+            facts = await asyncio.to_thread(self.sandbox.open_episode, episode_id, seed)
+        else:
+            facts = self.sandbox.open_episode(episode_id, seed)
         variant = self.spec.render(seed, facts)
         for attempt in (1, 2):
             ep = await self._take_context()
