@@ -40,6 +40,8 @@ from pydantic import (
     model_validator,
 )
 
+from agentrl.registry import did_you_mean
+from agentrl.rewards.detectors import DETECTORS, SANDBOX_ONLY
 from agentrl.yamlpos import Loc, TaskFileError, field_name, line_of, load_with_lines
 
 #: a YAML file of ``sites:`` for one run, added to (and overriding) the suites' own (`--sites` sets it)
@@ -241,3 +243,40 @@ def sites_for(task_path: Path) -> Sites:
         sites = sites.merged(_load_file(Path(run), "sites"))
     return sites
 
+
+def resolve_site(spec: Any) -> tuple[SiteSpec | None, list[str]]:
+    """The site of a task (a `TaskSpec`) that starts on `start.site` or `start.url`, and the problems with it
+    (``file:line: field: message``): an undeclared site, a non-loopback URL without a declared remote site,
+    a detector that needs agentrl's own server state."""
+    if spec.env != "browser":
+        return None, [f"{spec.where(('start',))}: a desktop task starts with 'app' (a desktop app), not a site or URL"]
+    try:
+        sites = sites_for(spec.path)
+    except TaskFileError as e:
+        return None, list(e.problems)
+    site: SiteSpec | None
+    if spec.start.site is not None:
+        site = sites.by_name.get(spec.start.site)
+        if site is None:
+            names = tuple(sites.by_name)
+            hint = did_you_mean(spec.start.site, names) if names else " (no site is declared: declare it in suite.yaml `sites:` or a --sites FILE)"
+            return None, [f"{spec.where(('start', 'site'))}: unknown site '{spec.start.site}'{hint}"]
+    else:
+        assert spec.start.url is not None
+        origin = origin_of(spec.start.url)
+        site = sites.by_origin(origin)
+        if site is None:
+            if not is_loopback(origin):
+                return None, [f"{spec.where(('start', 'url'))}: {origin} is not loopback: declare it as a site with "
+                        "'remote: true' (suite.yaml `sites:`) to let episodes reach it"]
+            site = SiteSpec(name="site", origin=origin)
+    assert site is not None
+    problems = []
+    for i, m in enumerate(spec.milestones):
+        if DETECTORS.get(m.detector).needs & SANDBOX_ONLY:
+            problems.append(
+                f"{spec.where(('milestones', i, 'detector'))}: detector {m.detector} reads agentrl's own sandbox "
+                f"server state, which the site '{site.name}' does not have: use http_json (GET a URL of the "
+                "site and match a JSON path) or a page detector"
+            )
+    return site, problems

@@ -29,8 +29,8 @@ from pydantic import (
 
 import agentrl.rewards.desktop_detectors  # noqa: F401  (registers the desktop env's detectors)
 from agentrl.registry import did_you_mean
-from agentrl.rewards.detectors import DETECTORS, ENV_GIVES, SANDBOX_ONLY
-from agentrl.sitespec import SiteSpec, is_loopback, origin_of, sites_for
+from agentrl.rewards.detectors import DETECTORS, ENV_GIVES
+from agentrl.sitespec import SiteSpec, resolve_site
 from agentrl.types import CATEGORIES, DEFAULT_WEIGHTS, Category
 from agentrl.yamlpos import Loc, TaskFileError, field_name, line_of, load_with_lines
 
@@ -484,37 +484,7 @@ def _after_cycles(spec: TaskSpec) -> list[str]:
 
 
 def _resolve_site(spec: TaskSpec) -> list[str]:
-    """Find the site of a task that starts on `start.site` or `start.url` (`spec.site`); its detectors must
-    not need agentrl's own server state."""
-    if spec.env != "browser":
-        return [f"{spec.where(('start',))}: a desktop task starts with 'app' (a desktop app), not a site or URL"]
-    try:
-        sites = sites_for(spec.path)
-    except TaskFileError as e:
-        return list(e.problems)
-    if spec.start.site is not None:
-        spec._site = sites.by_name.get(spec.start.site)
-        if spec._site is None:
-            names = tuple(sites.by_name)
-            hint = did_you_mean(spec.start.site, names) if names else " (no site is declared: declare it in suite.yaml `sites:` or a --sites FILE)"
-            return [f"{spec.where(('start', 'site'))}: unknown site '{spec.start.site}'{hint}"]
-    else:
-        assert spec.start.url is not None
-        origin = origin_of(spec.start.url)
-        spec._site = sites.by_origin(origin)
-        if spec._site is None:
-            if not is_loopback(origin):
-                return [f"{spec.where(('start', 'url'))}: {origin} is not loopback: declare it as a site with "
-                        "'remote: true' (suite.yaml `sites:`) to let episodes reach it"]
-            spec._site = SiteSpec(name="site", origin=origin)
-    problems = []
-    for i, m in enumerate(spec.milestones):
-        if DETECTORS.get(m.detector).needs & SANDBOX_ONLY:
-            problems.append(
-                f"{spec.where(('milestones', i, 'detector'))}: detector {m.detector} reads agentrl's own sandbox "
-                f"server state, which the site '{spec._site.name}' does not have: use http_json (GET a URL of the "
-                "site and match a JSON path) or a page detector"
-            )
+    spec._site, problems = resolve_site(spec)
     return problems
 
 
