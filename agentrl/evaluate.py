@@ -4,7 +4,8 @@
 
 The run directory gets, as the run goes:
 
-- ``run.json``: what was run (agent, suite, split, seeds, tasks, env config, git commit), written first;
+- ``run.json``: what was run (agent, suite, split, seeds, tasks, the sites they run on, env config, git
+  commit), written first;
 - ``results.jsonl``: one line per episode **as it finishes** (task, category, tier, seed, success, return,
   completed milestones with the step each completed at, per-step rewards and reward audits, errors,
   truncation reason, timings, the episode dir relative to the run dir, the actions);
@@ -40,6 +41,7 @@ from agentrl.envs.browser import BrowserEnvConfig
 from agentrl.envs.episode import EpisodeEnv
 from agentrl.envs.factory import make_env
 from agentrl.report import write_report
+from agentrl.sandbox.sites import SiteError, run_sites, sites_up
 from agentrl.stats import bootstrap_mean_ci, wilson_ci
 from agentrl.taskspec import TaskSpec, load_suite
 from agentrl.trajectory import load_results
@@ -134,6 +136,8 @@ class _Runner:
             if env is None:
                 env = self.envs[job.task.id] = make_env(job.task, self.config)
             r = run_episode(env, self.agent, job.seed)
+        except SiteError as e:  # the site's reset contract failed: the episode ends truncated with the reason
+            r = _failed(job, f"{type(e).__name__}: {e}", time.perf_counter() - t0, reason=str(e))
         except Exception as e:  # noqa: BLE001 - the env failed to start or reset: a failed, recorded episode
             r = _failed(job, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
         return r.model_copy(update={"category": job.category, "worker_pid": os.getpid()})
@@ -143,10 +147,10 @@ class _Runner:
             env.close()
 
 
-def _failed(job: _Job, error: str, seconds: float = 0.0) -> EpisodeResult:
+def _failed(job: _Job, error: str, seconds: float = 0.0, reason: str = "error") -> EpisodeResult:
     return EpisodeResult(
         task_id=job.task.id, seed=job.seed, success=False, return_=0.0, steps=0, milestones=[], truncated=True,
-        truncation_reason="error", error=error, timings=Timings(total_s=seconds), category=job.category,
+        truncation_reason=reason, error=error, timings=Timings(total_s=seconds), category=job.category,
         tier=job.task.tier,
     )
 
@@ -252,6 +256,7 @@ def evaluate(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    sites = run_sites(tasks, workers)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = BrowserEnvConfig(**{**(config.__dict__ if config else {}), "root_dir": (out_dir / "episodes").resolve(),
@@ -264,12 +269,14 @@ def evaluate(
     run_meta = {
         "agent": agent, "agent_options": options, **(meta or {}), "seeds": list(seeds),
         "task_files": {t.id: str(t.path) for t in tasks}, "workers": workers, "git_commit": git_commit(),
+        "sites": {s.name: s.origin or f"static {s.folder()}" for s in sites},
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "env_config": {k: _config_value(v) for k, v in asdict(cfg).items()},
     }
     (out_dir / "run.json").write_text(json.dumps(run_meta, indent=2))
     results: list[EpisodeResult] = []
-    with (out_dir / "results.jsonl").open("w") as f, Progress(
+    # the tasks' own sites run for the whole run (started here, before any worker; stopped at its end)
+    with sites_up(sites), (out_dir / "results.jsonl").open("w") as f, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         disable=not progress, transient=False,
     ) as bar:

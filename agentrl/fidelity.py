@@ -71,7 +71,7 @@ def error_page_plans(spec: TaskSpec, variant: TaskVariant) -> list[Plan]:
     """For each URL milestone that names one page: that page's path under a path that does not exist (the
     404 page shows it in the address bar) and the path as the query of the app's own pages."""
     plans: list[Plan] = []
-    app = "/" + spec.start.app + "/"
+    app = f"/{spec.start.app}/" if spec.start.app else "/"
     for m in variant.milestones:
         if m.detector != "url_matches":
             continue

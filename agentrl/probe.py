@@ -44,6 +44,7 @@ from agentrl.probe_shortcuts import (
     Play,
     page_key,
 )
+from agentrl.sandbox.sites import run_sites, sites_up
 from agentrl.taskspec import TaskSpec, TaskVariant
 from agentrl.yamlpos import TaskFileError, line_of, load_with_lines
 
@@ -200,6 +201,12 @@ def probe_tasks(specs: list[TaskSpec], seeds: list[int], *, workers: int = 1, sh
                 on_task: Callable[[TaskProbe], None] | None = None) -> list[TaskProbe]:
     """`probe_task` over `specs`, in `workers` processes (each with its own browser and sandbox) when > 1;
     results in the order of `specs`."""
+    with sites_up(run_sites(specs, workers if len(specs) > 1 else 1)):  # the tasks' own sites, for the run
+        return _probe_tasks(specs, seeds, workers=workers, shortcuts=shortcuts, on_task=on_task)
+
+
+def _probe_tasks(specs: list[TaskSpec], seeds: list[int], *, workers: int, shortcuts: list[str] | None,
+                 on_task: Callable[[TaskProbe], None] | None) -> list[TaskProbe]:
     if workers <= 1 or len(specs) <= 1:
         out = []
         for s in specs:

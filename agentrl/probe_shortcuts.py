@@ -361,11 +361,21 @@ def _facts_by_seed() -> dict[int, Any]:
         return {seed: server.open_episode(f"constant-{seed}", seed) for seed in range(first, first + n)}
 
 
+def _site_facts(spec: TaskSpec) -> dict[int, Any]:
+    """The facts of a task's own site's starts over the seeds (its reset, one episode per seed)."""
+    from agentrl.sandbox.sites import SiteBackend
+
+    assert spec.site is not None
+    site = SiteBackend(spec.site)
+    first, n = CONSTANT_SEEDS
+    return {seed: site.open_episode(f"constant-{spec.id}-{seed}", seed) for seed in range(first, first + n)}
+
+
 @SHORTCUTS.register("constant_answer")
 def constant_answer(spec: TaskSpec, variant: TaskVariant, base: Baseline) -> list[Attempt]:
     if spec.env != "browser" or not any(m.detector == "answer_matches" for m in spec.milestones):
         return []
-    stats = constant_answer_stats(spec, _facts_by_seed())
+    stats = constant_answer_stats(spec, _site_facts(spec) if spec.site is not None else _facts_by_seed())
     if stats is None or stats.rate <= 0.02:
         return []
     return _plan_attempts(constant_answer_plans(stats), GOAL,

@@ -60,6 +60,8 @@ class SuiteFile(BaseModel):
     splits: dict[str, Split] = Field(default_factory=lambda: {"all": Split()})
     #: the reward router's configuration for the suite's tasks (`agentrl.rewards.router.RouterConfig`)
     router: dict | None = None
+    #: the web apps of the user's own that the suite's tasks run on (`agentrl.sitespec`), by name
+    sites: dict | None = None
 
 
 class Suite:

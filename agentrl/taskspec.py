@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import re
+import urllib.parse
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from pydantic import (
 import agentrl.rewards.desktop_detectors  # noqa: F401  (registers the desktop env's detectors)
 from agentrl.registry import did_you_mean
 from agentrl.rewards.detectors import DETECTORS, ENV_GIVES
+from agentrl.sitespec import SiteSpec, resolve_site
 from agentrl.types import CATEGORIES, DEFAULT_WEIGHTS, Category
 from agentrl.yamlpos import Loc, TaskFileError, field_name, line_of, load_with_lines
 
@@ -68,7 +70,12 @@ class Variable(_Model):
 
 
 class Start(_Model):
-    app: str
+    """Where an episode starts: a sandbox `app`, a declared `site` (`agentrl.sitespec`), or a `url`; `path`
+    is the start page on the app or site (for a `url`, its path and query)."""
+
+    app: str | None = None
+    site: str | None = None
+    url: str | None = None
     path: str = "/"
     #: files put in the episode's directory before the episode starts (relative path -> text, templated),
     #: e.g. a document to upload or attach
@@ -80,6 +87,26 @@ class Start(_Model):
     #: the env calls ``window.__agentrlStart(seed)`` (the ``miniwob`` app's pages), so the env loads it ahead,
     #: in the context made ready for the next episode, and a reset only hands over the seed
     preload: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_of_url(cls, v: Any) -> Any:
+        if isinstance(v, dict) and isinstance(v.get("url"), str) and "path" not in v:
+            parts = urllib.parse.urlsplit(v["url"])
+            v = {**v, "path": (parts.path or "/") + (f"?{parts.query}" if parts.query else "")}
+        return v
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Start:
+        given = [k for k in ("app", "site", "url") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'app' (a sandbox app), 'site' (a site declared in suite.yaml "
+                             f"`sites:`) or 'url', got {given or 'none'}")
+        if self.url is not None:
+            parts = urllib.parse.urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"url must be an absolute http(s) URL, got {self.url!r}")
+        return self
 
     @field_validator("launch")
     @classmethod
@@ -235,10 +262,16 @@ class TaskSpec(_Model):
 
     _path: Path = PrivateAttr(default=Path("<memory>"))
     _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
+    _site: SiteSpec | None = PrivateAttr(default=None)
 
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def site(self) -> SiteSpec | None:
+        """The site the task runs on (`start.site`, or the site of `start.url`); None: agentrl's sandbox."""
+        return self._site
 
     def success_ids(self) -> list[str]:
         if self.success == "all_goals":
@@ -260,7 +293,7 @@ class TaskSpec(_Model):
         for app, kv in (facts or {}).items():
             for k, v in kv.items():
                 ns[f"{app}.{k}"] = str(v)
-                if app == self.start.app:
+                if app == (self.start.app or self.start.site):
                     ns[k] = str(v)
         ns.update(self.draw_variables(seed))
         problems: list[str] = []
@@ -411,7 +444,7 @@ def _cross_check(spec: TaskSpec) -> list[str]:
                     kind = "missing required parameter" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
                     problems.append(f"{spec.where(loc)}: {kind} for detector {m.detector}")
     problems += _after_cycles(spec)
-    problems += _unknown_app(spec)
+    problems += _unknown_app(spec) if spec.start.app is not None else _resolve_site(spec)
     if not any(m.category == "goal" for m in spec.milestones) and spec.success == "all_goals":
         problems.append(f"{spec.where(('milestones',))}: no milestone has category 'goal', so success cannot be verified")
     if isinstance(spec.success, list):
@@ -450,6 +483,11 @@ def _after_cycles(spec: TaskSpec) -> list[str]:
     return problems
 
 
+def _resolve_site(spec: TaskSpec) -> list[str]:
+    spec._site, problems = resolve_site(spec)
+    return problems
+
+
 def _unknown_app(spec: TaskSpec) -> list[str]:
     from agentrl.sandbox.apps import default_apps
     from agentrl.sandbox.desktop import APPS
@@ -459,7 +497,9 @@ def _unknown_app(spec: TaskSpec) -> list[str]:
         names += tuple(n for n in APPS.names() if n not in names)
     if spec.start.app in names:
         return []
-    return [f"{spec.where(('start', 'app'))}: unknown app '{spec.start.app}'{did_you_mean(spec.start.app, names)} (apps: {', '.join(names)})"]
+    return [f"{spec.where(('start', 'app'))}: unknown app '{spec.start.app}'{did_you_mean(spec.start.app, names)}"
+            " (a web app of your own is a site: `start: {site: NAME}` with the site in suite.yaml `sites:`, "
+            "docs/own-sites.md)"]
 
 
 def _malformed_templates(data: dict[str, Any]) -> list[tuple[Loc, str]]:

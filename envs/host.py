@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
@@ -51,6 +52,8 @@ CHROME_ARGS = [
 class BrowserHost:
     """Owns Playwright + one Chromium process for one event loop; relaunches Chromium if it died."""
 
+    #: host names of declared remote sites (``remote: true``): left resolvable by Chromium's resolver rules
+    remote_hosts: set[str] = set()
     _by_loop: dict[int, BrowserHost] = {}
     _shared: BrowserHost | None = None
     _shared_pid: int | None = None
@@ -74,6 +77,14 @@ class BrowserHost:
         # at once. Contexts use it as their proxy for every origin but the sandbox's (`wall_proxy`).
         self._dead_end = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._dead_end.bind(("127.0.0.1", 0))
+        self._resolvable: frozenset[str] = frozenset()  # the remote hosts the running browser resolves
+
+    @classmethod
+    def resolve_also(cls, origin: str) -> None:
+        """Let the host name of a declared remote site's `origin` resolve (the next launch of every host)."""
+        host = urllib.parse.urlsplit(origin).hostname
+        if host and host not in ("localhost", "127.0.0.1"):
+            cls.remote_hosts.add(host)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -106,7 +117,7 @@ class BrowserHost:
             raise RuntimeError("BrowserHost.run() called from its own loop; await the coroutine instead")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def wall_proxy(self, origin: str) -> dict[str, str]:
+    def wall_proxy(self, origin: str | tuple[str, ...]) -> dict[str, str]:
         """Playwright's per-context ``proxy`` that lets a context reach `origin` and nothing else.
 
         Every request but those to `origin` (any scheme, host or port, loopback included — Chromium's
@@ -114,24 +125,30 @@ class BrowserHost:
         refuses connections, so it fails in the network stack with ERR_PROXY_CONNECTION_FAILED. Unlike
         request interception (``context.route``), the sandbox's own requests pay nothing for it: on a
         MiniWoB page load, interception cost ~100 ms of CPU (BENCHMARKS.md)."""
-        host_port = origin.split("://", 1)[-1].rstrip("/")
+        origins = (origin,) if isinstance(origin, str) else origin
+        host_ports = ",".join(o.split("://", 1)[-1].rstrip("/") for o in origins)
         port = self._dead_end.getsockname()[1]
-        return {"server": f"http://127.0.0.1:{port}", "bypass": f"<-loopback>,{host_port}"}
+        return {"server": f"http://127.0.0.1:{port}", "bypass": f"<-loopback>,{host_ports}"}
 
     # ------------------------------------------------------------------ browser
     async def browser(self) -> Browser:
         if self._launch_lock is None:
             self._launch_lock = asyncio.Lock()
         async with self._launch_lock:
+            hosts = frozenset(BrowserHost.remote_hosts)
             if self._browser is not None and self._browser.is_connected():
-                return self._browser
+                if hosts <= self._resolvable:
+                    return self._browser
+                await self.restart()  # a remote site was declared since launch: its name must resolve
             if self._pw is None:
                 self._pw = await async_playwright().start()
             self.spare.clear()  # contexts of a browser that died
+            rules = "".join(f" , EXCLUDE {h}" for h in sorted(hosts))
             self._browser = await self._pw.chromium.launch(
                 executable_path=HEADLESS_SHELL if self.headless else CHROMIUM, headless=self.headless,
-                args=[*CHROME_ARGS, self._tag],
+                args=[*(a + rules if a.startswith("--host-resolver-rules=") else a for a in CHROME_ARGS), self._tag],
             )
+            self._resolvable = hosts
             self.launches += 1
             return self._browser
 

@@ -31,12 +31,18 @@ _REFUSED = re.compile(r"^Not allowed to (?:navigate top frame to \w+ URL|load lo
 _INHERITED = ("", "about:blank", "about:srcdoc")
 
 
-def declared(origin: str, url: str) -> bool:
-    """Whether `url` is a document of `origin` (scheme, host and port: ``http://127.0.0.1:8123``)."""
+Origins = str | tuple[str, ...]
+
+
+def declared(origin: Origins, url: str) -> bool:
+    """Whether `url` is a document of `origin` (scheme, host and port: ``http://127.0.0.1:8123``), or of one
+    of the declared origins when `origin` is a tuple (a site's, and the blank page's)."""
+    if isinstance(origin, tuple):
+        return any(declared(o, url) for o in origin)
     return url == origin or url.startswith(origin + "/")
 
 
-def frame_declared(origin: str, frame: Frame) -> bool:
+def frame_declared(origin: Origins, frame: Frame) -> bool:
     """A frame's document is declared: of `origin`, or an iframe's inherited empty/srcdoc document whose
     parent is declared."""
     url = frame.url
@@ -46,7 +52,7 @@ def frame_declared(origin: str, frame: Frame) -> bool:
     return parent is not None and url.split("#", 1)[0] in _INHERITED and frame_declared(origin, parent)
 
 
-def trusted(origin: str, page: Page) -> bool:
+def trusted(origin: Origins, page: Page) -> bool:
     """Every document the page shows is of a declared origin (what detectors may read)."""
     return all(frame_declared(origin, f) for f in page.frames)
 
@@ -57,7 +63,7 @@ def refusal(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-async def enforce(origin: str, page: Page, blank: str) -> list[str]:
+async def enforce(origin: Origins, page: Page, blank: str) -> list[str]:
     """Send every frame that shows an undeclared document to `blank` (the top frame: the whole tab);
     returns the URLs it removed (none: no browser call was made)."""
     bad = [f for f in page.frames if not frame_declared(origin, f)]
@@ -76,8 +82,9 @@ async def enforce(origin: str, page: Page, blank: str) -> list[str]:
     return urls
 
 
-def describe(urls: list[str], origin: str) -> str:
+def describe(urls: list[str], origin: Origins) -> str:
     """The error the agent reads for refused documents."""
     shown = ", ".join(u if len(u) <= 80 else u[:77] + "..." for u in urls)
+    origin = origin if isinstance(origin, str) else origin[0]
     return f"blocked: {shown} is not a page of the task's origin ({origin}); only its own pages can be shown"
 

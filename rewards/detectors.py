@@ -49,6 +49,15 @@ Regex = Annotated[str, AfterValidator(_check_regex), "regex"]
 """A parameter that is a regular expression (template values inserted into it are escaped)."""
 
 
+def _check_site_path(v: str) -> str:
+    if not v.startswith("/") or v.startswith("//"):
+        raise ValueError(f"a path of the task's site starting with '/' (no origin: the probe never leaves the site), got {v!r}")
+    return v
+
+
+SitePath = Annotated[str, AfterValidator(_check_site_path)]
+
+
 @dataclass(frozen=True)
 class FieldState:
     """A form control on the page: what a detector needs to check a value."""
@@ -79,6 +88,9 @@ class StepContext:
     fields: list[FieldState] | None = None
     js: dict[str, Any] = field(default_factory=dict)
     server_state: dict[str, Any] | None = None
+    #: `http_json`'s documents: a path of the task's site (or sandbox) -> its JSON, fetched after the step
+    #: with the episode's header, or the error that kept it
+    site_json: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,10 +115,14 @@ DETECTORS: Registry[DetectorInfo] = Registry("detector")
 #: would never fire: loading such a task is an error (`agentrl.taskspec`).
 ENV_GIVES: dict[str, frozenset[str]] = {
     # the page's URL, the requests it made, its dialogs, its form fields, JS values, the app's server state
-    "browser": frozenset({"url", "requests", "page_dialogs", "fields", "js", "server_state"}),
+    "browser": frozenset({"url", "requests", "page_dialogs", "fields", "js", "server_state", "site_json"}),
     # the X windows, the episode's processes, file change events in its home, screenshots
     "desktop": frozenset({"windows", "processes", "file_events", "screenshot"}),
 }
+
+
+#: What only agentrl's own sandbox server gives: a task on a site of its own cannot use such a detector.
+SANDBOX_ONLY: frozenset[str] = frozenset({"server_state"})
 
 
 def detector(
@@ -420,3 +436,36 @@ def server_state(
     if min_count is not None and (not isinstance(value, list | dict) or len(value) < min_count):
         return None
     return Evidence(detail=f"server {path} = {str(value)[:80]!r}", data={"value": str(value)[:200]})
+
+
+class JsonFetchError(str):
+    """Why a document `http_json` asked for could not be had (never matches)."""
+
+
+@detector("http_json", needs=("site_json",), final_state=True)
+def http_json(
+    ctx: StepContext,
+    *,
+    url: SitePath,
+    at: str = "",
+    equals: str | int | float | bool | None = None,
+    pattern: Regex | None = None,
+    min_count: int | None = None,
+) -> Evidence | None:
+    """A state probe on any site: GET `url` (a path of the task's site, sent with the episode's header after
+    the step) answers JSON whose value at the dotted path `at` (``tickets.-1.title``; empty: the whole
+    document) equals `equals`, matches `pattern` (re.fullmatch) or has at least `min_count` items. With
+    none of these, the path must merely exist. Like WebArena's API checks (`program_html`)."""
+    doc = ctx.site_json.get(url, _MISSING)
+    if doc is _MISSING or isinstance(doc, JsonFetchError):
+        return None
+    value = _lookup(doc, at) if at else doc
+    if value is _MISSING:
+        return None
+    if equals is not None and value != equals and str(value) != str(equals):
+        return None
+    if pattern is not None and not re.fullmatch(pattern, str(value)):
+        return None
+    if min_count is not None and (not isinstance(value, list | dict) or len(value) < min_count):
+        return None
+    return Evidence(detail=f"GET {url}: {at or '(document)'} = {str(value)[:80]!r}", data={"value": str(value)[:200]})

@@ -40,6 +40,10 @@ class MilestoneTracker:
     def js_expressions(self) -> list[str]:
         return [m.params["expr"] for m in self.milestones if m.detector == "js_true"]
 
+    def json_urls(self) -> list[str]:
+        """The site paths `http_json` milestones read (fetched once per step, however many read one)."""
+        return list(dict.fromkeys(m.params["url"] for m in self.milestones if m.detector == "http_json"))
+
     def complete(self, mid: str) -> bool:
         return self.progress.get(mid, 0.0) >= 1.0
 

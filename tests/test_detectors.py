@@ -85,6 +85,12 @@ CASES: dict[str, tuple[dict[str, Any], tuple[str, str], list, list]] = {
         [FILL("Message", "ping"), CLICK("Send message")],
         [FILL("Message", "ping"), CLICK("Add item")],
     ),
+    "http_json": (
+        {"detector": "http_json", "params": {"url": "/playground/api/messages", "at": "0.message", "equals": "ping"}, "category": "goal"},
+        ("playground", "/playground/"),
+        [FILL("Message", "ping"), CLICK("Send message")],
+        [FILL("Message", "pong"), CLICK("Send message")],
+    ),
 }
 
 

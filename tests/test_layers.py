@@ -22,6 +22,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
     ("ground", (
         "agentrl.types", "agentrl.registry", "agentrl.yamlpos",  # records, name tables, YAML with lines
         "agentrl.taskspec", "agentrl.suite", "agentrl.registration", "agentrl.suites",  # task specs, suites
+        "agentrl.sitespec",  # the sites (the user's own web apps) a task names
         "agentrl.trajectory",  # episode files
         "agentrl.envs.actions", "agentrl.envs.axtree",  # the action language, observation trees
         "agentrl.rewards.detectors", "agentrl.rewards.desktop_detectors",  # the detectors a task names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ def evaluate(
     temperature: float = typer.Option(None, help="LLM agents: sampling temperature (default 0, greedy)."),
     option: list[str] = typer.Option(None, "--option", "-O", help="Agent option KEY=VALUE (repeatable)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write OUT/report.html."),
+    sites: Path = typer.Option(None, help="A YAML file of `sites:` for this run, added to (and overriding) the "
+                                          "suite's (docs/own-sites.md)."),
     isolation: str = typer.Option(
         "context", help="context: a new browser context per episode | storage: two contexts taking turns, wiped "
         "in the background (several times faster on MiniWoB, docs/architecture.md#isolation)."
@@ -62,9 +65,12 @@ def evaluate(
     from agentrl.envs.browser import BrowserEnvConfig
     from agentrl.evaluate import evaluate as run_eval
     from agentrl.rewards.router import RouterConfig
+    from agentrl.sitespec import SITES_ENV
     from agentrl.suite import load_suite_spec
     from agentrl.yamlpos import TaskFileError
 
+    if sites is not None:  # read by every task load, in this process and its workers
+        os.environ[SITES_ENV] = str(sites.resolve())
     try:
         s = load_suite_spec(resolve_suite(suite))
     except TaskFileError as e:

@@ -47,7 +47,7 @@ def tasks_list(suite: str = typer.Argument("core", help="Suite folder or bundled
         raise typer.Exit(1) from None
     t = Table("id", "app", "tier", "max steps", "milestones")
     for s in specs:
-        t.add_row(s.id, s.start.app, str(s.tier), str(s.max_steps), ", ".join(m.id for m in s.milestones))
+        t.add_row(s.id, s.start.app or s.start.site or s.start.url or "", str(s.tier), str(s.max_steps), ", ".join(m.id for m in s.milestones))
     console.print(t)
 
 

@@ -56,11 +56,19 @@ class UpdateNotSyncedError(RuntimeError):
 
 
 # ---------------------------------------------------------------- setup helpers
-def load_tasks(paths: list[str]) -> list[TaskSpec]:
-    """Task files, or every task in suite folders."""
+def load_tasks(paths: list[str], num_envs: int = 1) -> list[TaskSpec]:
+    """Task files, or every task in suite folders. With several concurrent envs, a task's own site must let
+    parallel episodes share its backend (a static folder or the header reset contract)."""
     specs = [load_task(f) for f in discover(paths)]
     if not specs:
         raise ValueError(f"no task files in {paths}")
+    for s in specs:
+        if num_envs > 1 and s.site is not None and not s.site.parallel:
+            raise ValueError(
+                f"{s.where(('start',))}: task {s.id} runs on site '{s.site.name}' ({s.site.where or s.site.origin}),"
+                f" whose episodes cannot run in parallel (num_envs: {num_envs}): set num_envs: 1, or give the site "
+                "`reset: {header: true}` (docs/own-sites.md)"
+            )
     return specs
 
 
@@ -220,7 +228,7 @@ def train(
     torch.manual_seed(cfg.seed)
     metrics_path, traj_path = run_dir / "metrics.jsonl", run_dir / "trajectories.jsonl"
     total_steps = min(cfg.total_steps, max_steps) if max_steps else cfg.total_steps
-    specs = load_tasks(list(cfg.tasks))
+    specs = load_tasks(list(cfg.tasks), cfg.num_envs)
 
     # --- policy (dtype, device, LoRA), learner (fp32 masters, schedule), generator (same weights)
     model, tok = build_policy(cfg, run_dir)

@@ -42,7 +42,7 @@ class ActObserve:
                 await asyncio.wait_for(ep.frame_landed.wait(), timeout=max(0.0, deadline - time.perf_counter()))
             except TimeoutError:
                 break
-        for url in await wall.enforce(self.origin, ep.page, self._blank):
+        for url in await wall.enforce(self.origins, ep.page, self._blank):
             failed = [e.url for e in ep.events[since:] if isinstance(e, BlockedRequestEvent)]
             if url.startswith("chrome-error:") and failed:  # the error page of a request the proxy refused
                 if failed[-1] not in ep.refused:
@@ -68,7 +68,7 @@ class ActObserve:
         acted = error
         for attempt in (1, 2, 3):
             if ep.refused:
-                blocked = wall.describe(ep.refused, self.origin)
+                blocked = wall.describe(ep.refused, self.origins)
                 error = f"{acted}; {blocked}" if acted else f"{action}: {blocked}"
             try:
                 obs = await self._observe(
@@ -122,7 +122,7 @@ class ActObserve:
                     await page.mouse.wheel(dx, dy)
                 case "goto":
                     url = urljoin(page.url, action.args[0])
-                    if not wall.declared(self.origin, url):  # data:, blob:, about:, another host, ...
+                    if not wall.declared(self.origins, url):  # data:, blob:, about:, another host, ...
                         ep.events.append(BlockedRequestEvent(method="GET", url=url))
                         ep.events.append(event.model_copy(update={"ok": False}))
                         return f"{action}: blocked, {url} is outside the sandbox ({self.origin}): only its own pages can be visited"
@@ -182,7 +182,7 @@ class ActObserve:
         """Snapshot, title, screenshot and (with `page_state`) what the detectors need from the page, all
         requested at once so the driver round trips overlap."""
         page = ep.page
-        trusted = wall.trusted(self.origin, page)
+        trusted = wall.trusted(self.origins, page)
         needs = ep.tracker.needs if (page_state and ep.tracker) else frozenset()
         exprs = ep.tracker.js_expressions() if "js" in needs and ep.tracker else []
         jobs: list[Any] = [
@@ -199,7 +199,7 @@ class ActObserve:
         ep.ax = parse_snapshot(snapshot)
         ep.title = title
         ep.withheld = None
-        if not (trusted and wall.trusted(self.origin, page)):  # checked again: the page may have moved on
+        if not (trusted and wall.trusted(self.origins, page)):  # checked again: the page may have moved on
             ep.withheld = f"the page showed a document outside the task's origin ({page.url[:80]})"
         assert ep.variant is not None
         if last_action is None:

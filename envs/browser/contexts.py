@@ -8,7 +8,7 @@ import collections
 import dataclasses
 
 from agentrl.envs.browser.state import SPARES, BrowserEpisode
-from agentrl.sandbox.server import BLANK_PATH, PRELOAD_HEADER
+from agentrl.sandbox.server import PRELOAD_HEADER
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page
 
@@ -25,13 +25,13 @@ class ContextPool:
         # The wall: the context's proxy refuses every origin but the sandbox's (`BrowserHost.wall_proxy`).
         ctx = await browser.new_context(
             viewport={"width": w, "height": h}, accept_downloads=True, service_workers="block",
-            proxy=self.host.wall_proxy(self.origin),
+            proxy=self.host.wall_proxy(self.origins),
         )
         page = await ctx.new_page()
         ep = BrowserEpisode(context=ctx, page=page)
         # Visit an empty page of the sandbox origin now, so the renderer process for that site is up
         # before the episode starts: a first cross-site navigation spawns one and costs ~100-200 ms.
-        await page.goto(self.origin + BLANK_PATH, wait_until="commit")
+        await page.goto(self._blank, wait_until="commit")
         ep.idle.set()
         ep.landed.set()
         self._wire(ep)
@@ -72,7 +72,7 @@ class ContextPool:
 
     @property
     def _spare_key(self) -> tuple:
-        return (self.origin, tuple(self.config.viewport))
+        return (self.origins, tuple(self.config.viewport))
 
     def _take_spare(self) -> BrowserEpisode | None:
         """A context another env of this host handed back clean (`_hand_back`), wired to this env."""
@@ -155,13 +155,13 @@ class ContextPool:
             await ep.context.set_extra_http_headers({PRELOAD_HEADER: "1"})
         # "load", not "commit": right after the commit, Page.resetNavigationHistory can still fail with "Not
         # attached to an active page" (seen about once in 40 resets under load)
-        await ep.page.goto(self.origin + (start or BLANK_PATH), wait_until="load")
+        await ep.page.goto(self.origin + start if start else self._blank, wait_until="load")
         if ep.cdp is None or ep.cdp_page is not ep.page:
             ep.cdp, ep.cdp_page = await ep.context.new_cdp_session(ep.page), ep.page
         await asyncio.gather(
             ep.context.clear_cookies(),
             ep.context.clear_permissions(),
-            ep.cdp.send("Storage.clearDataForOrigin", {"origin": self.origin, "storageTypes": "all"}),
+            *(ep.cdp.send("Storage.clearDataForOrigin", {"origin": o, "storageTypes": "all"}) for o in self.origins),
             ep.cdp.send("Page.resetNavigationHistory"),
             ep.page.evaluate("() => { sessionStorage.clear(); window.name = ''; }"),
         )

@@ -26,8 +26,9 @@ from agentrl.envs.episode import EpisodeCore, EpisodeViews, answer_of
 from agentrl.envs.host import BrowserHost
 from agentrl.envs.sandboxes import default_sandbox
 from agentrl.envs.spaces import AnyText
-from agentrl.rewards.detectors import StepContext
+from agentrl.rewards.detectors import JsonFetchError, StepContext
 from agentrl.sandbox.server import BLANK_PATH, EPISODE_HEADER
+from agentrl.sandbox.sites import SiteBackend, get_json
 from gymnasium import spaces
 from playwright.async_api import Error as PlaywrightError
 
@@ -48,8 +49,13 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
     ) -> None:
         self.spec = task if isinstance(task, TaskSpec) else load_task(task)
         self.config = config or BrowserEnvConfig()
-        self.sandbox = sandbox or default_sandbox()
+        # agentrl's sandbox, or the task's own site (started if need be; `agentrl.sandbox.sites`)
+        self.sandbox = sandbox or (SiteBackend(self.spec.site) if self.spec.site is not None else default_sandbox())
         self.origin = self.sandbox.origin.rstrip("/")
+        #: what the wall lets through: the sandbox's origin, or the site's and the blank page's
+        self.origins: tuple[str, ...] = tuple(o.rstrip("/") for o in getattr(self.sandbox, "origins", (self.origin,)))
+        if self.spec.site is not None and self.spec.site.remote:
+            BrowserHost.resolve_also(self.origin)
         self._host = host
         self._ep: BrowserEpisode | None = None
         #: contexts being made ready for the coming episodes (`_make_ready`), first made first taken
@@ -62,8 +68,9 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
         self.core = EpisodeCore(self.spec, self.config.router, self.max_steps, record=self.config.record)
         self.router = self.core.router
         # requests to these fail without being the proxy's doing (a data: image): not recorded as blocked
-        self._allowed = re.compile(r"^(?:" + re.escape(self.origin) + r"(?:/|$)|data:|blob:|about:)")
-        self._blank = self.origin + BLANK_PATH
+        self._allowed = re.compile(r"^(?:" + "|".join(re.escape(o) + r"(?:/|$)" for o in self.origins)
+                                   + r"|data:|blob:|about:)")
+        self._blank = getattr(self.sandbox, "blank_url", self.origin + BLANK_PATH)
 
     @property
     def host(self) -> BrowserHost:
@@ -85,7 +92,10 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
             if not self.config.keep_episode_dirs and old.dir is not None:
                 shutil.rmtree(old.dir, ignore_errors=True)
         episode_id = f"{self.spec.id}-s{seed}-{uuid.uuid4().hex[:8]}"
-        facts = self.sandbox.open_episode(episode_id, seed)
+        if isinstance(self.sandbox, SiteBackend):  # an HTTP call or a command: the loop's other envs go on
+            facts = await asyncio.to_thread(self.sandbox.open_episode, episode_id, seed)
+        else:
+            facts = self.sandbox.open_episode(episode_id, seed)
         variant = self.spec.render(seed, facts)
         for attempt in (1, 2):
             ep = await self._take_context()
@@ -150,8 +160,9 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
                 reason = f"{'browser died' if dead else 'page failed'}: {short_error(e)}"
             return self.core.dead(ep, action_text, action, reason, self._blank_obs(ep, error=reason), t0=t0)
         step_events = ep.events[mark:]
+        docs = await self._site_json(ep)
         reward, terminated, truncated, info = self.core.score(
-            ep, action_text, action, error, obs, step_events, self._detector_context(ep, step_events),
+            ep, action_text, action, error, obs, step_events, self._detector_context(ep, step_events, docs),
             t0=t0, timings=timings, withheld=ep.withheld,
         )
         return obs, reward, terminated, truncated, info
@@ -183,7 +194,23 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
         if self._own_root and not self.config.keep_episode_dirs:
             shutil.rmtree(self.root_dir, ignore_errors=True)
 
-    def _detector_context(self, ep: BrowserEpisode, step_events: list[Event]) -> StepContext:
+    async def _site_json(self, ep: BrowserEpisode) -> dict[str, Any]:
+        """The documents `http_json` milestones read: GETs of the task's origin with the episode's header,
+        in worker threads (a failed one is kept as its error, which matches nothing)."""
+        assert ep.tracker is not None
+        urls = ep.tracker.json_urls() if "site_json" in ep.tracker.needs else []
+
+        def fetch(path: str) -> Any:
+            try:
+                return get_json(self.origin + path, ep.id)
+            except (OSError, ValueError) as e:
+                return JsonFetchError(f"{type(e).__name__}: {e}")
+
+        values = await asyncio.gather(*(asyncio.to_thread(fetch, u) for u in urls))
+        return dict(zip(urls, values, strict=True))
+
+    def _detector_context(self, ep: BrowserEpisode, step_events: list[Event],
+                          docs: dict[str, Any] | None = None) -> StepContext:
         assert ep.tracker is not None and ep.dir is not None and ep.ax is not None
         page_ok = ep.withheld is None  # defence in depth: no evidence from a document of another origin
         return StepContext(
@@ -193,6 +220,7 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
             fields=ep.fields if page_ok else ([] if ep.fields is not None else None),
             js=ep.js if page_ok else dict.fromkeys(ep.js),
             server_state=self.sandbox.episode_state(ep.id) if "server_state" in ep.tracker.needs else None,
+            site_json=docs or {},
         )
 
 

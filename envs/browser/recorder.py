@@ -74,7 +74,7 @@ class EventRecorder:
                 ep.landed.set()
             else:
                 ep.frame_landed.set()
-                if not wall.frame_declared(self.origin, frame):  # removed by `_enforce_wall` after the action
+                if not wall.frame_declared(self.origins, frame):  # removed by `_enforce_wall` after the action
                     self._refuse(ep, frame.url)
 
         async def on_dialog(d: Dialog) -> None:

@@ -94,6 +94,8 @@ class PlaygroundApp(App):
         if req.path == "/api/echo" and req.method == "POST":
             state.messages.append(dict(req.form))
             return Response(body=json.dumps({"ok": True}).encode(), content_type="application/json")
+        if req.path == "/api/messages":  # the episode's messages as JSON (what `http_json` probes)
+            return Response(body=json.dumps(state.messages).encode(), content_type="application/json")
         if req.path == "/upload" and req.method == "POST":
             f = req.files.get("attachment")
             if f is None:
