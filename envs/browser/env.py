@@ -16,7 +16,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from agentrl.envs.actions import ActionError, parse_action
+from agentrl.envs.actions import MAX_ACTION_CHARS, ActionError, parse_action
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.envs.browser.act import ActObserve, png_to_array, short_error
 from agentrl.envs.browser.contexts import ContextPool
@@ -100,8 +100,9 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
                     raise
                 if broken:  # Chromium died (or hung) between episodes or during this reset: relaunch
                     await self.host.restart()
-                else:  # the start page failed to load or be observed (e.g. a timeout on a loaded machine)
-                    self._retire(ep)
+                else:  # the start page failed to load or be observed (e.g. a crashed renderer): another
+                    # context, the same sandbox episode (still open: the second attempt runs in it)
+                    self._retire(ep, close_episode=False)
                 # start over once
         self._ep = ep
         ep.dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +133,7 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
         t0 = time.perf_counter()
         ep.t += 1
         mark = len(ep.events)
-        action = parse_action(action_text)
+        action = parse_action(action_text, max_chars=MAX_ACTION_CHARS)  # too long: an error, unparsed
         error: str | None = str(action) if isinstance(action, ActionError) else None
         timings: dict[str, float] = {}
         try:
@@ -229,7 +230,7 @@ class BrowserEnv(gym.Env[dict, str]):
             w, h = cfg.viewport
             obs_spaces["screenshot"] = spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
         self.observation_space = spaces.Dict(obs_spaces)
-        self.action_space = AnyText(max_length=10_000)
+        self.action_space = AnyText(max_length=MAX_ACTION_CHARS)
         self._last_obs: dict[str, Any] | None = None
 
     @property
