@@ -123,7 +123,7 @@ class ContextPool:
                 ep = await asyncio.wait_for(task, timeout=limit)
             except (PlaywrightError, TimeoutError):
                 continue  # the browser died while it was made: the next one, or a new one below
-            if self.host.is_alive() and not ep.page.is_closed():
+            if self.host.is_alive() and not ep.page.is_closed() and not ep.crashed:
                 return ep
             self._retire(ep)
         try:
