@@ -18,7 +18,7 @@ from agentrl.envs import wall
 from agentrl.envs.actions import Action, ActionError
 from agentrl.envs.axtree import parse_snapshot, stable_refs
 from agentrl.envs.browser.recorder import notes
-from agentrl.envs.browser.scripts import CLICK_POINT_JS, PAGE_STATE_JS, PAGE_TEXT_JS
+from agentrl.envs.browser.scripts import CLICK_POINT_JS, ELEMENTS_JS, PAGE_STATE_JS, PAGE_TEXT_JS
 from agentrl.envs.browser.state import BrowserEpisode
 from agentrl.rewards.detectors import FieldState
 from playwright.async_api import Error as PlaywrightError
@@ -215,8 +215,8 @@ class ActObserve:
     async def _observe(
         self, ep: BrowserEpisode, *, last_action: Any, error: str | None, notes: list[str], page_state: bool = False
     ) -> dict[str, Any]:
-        """Title, screenshot and (with `page_state`) what the detectors need from the page, with the page's
-        size, then its ARIA snapshot; the screenshot overlaps the rest. A page over `max_obs_elements`, or
+        """The page's size, then its ARIA snapshot, title and (with `page_state`) what the detectors need
+        from it in one overlapped batch; the screenshot overlaps the rest. A page over `max_obs_elements`, or
         whose snapshot does not come within settle_timeout_ms, is observed as too large: its title and text,
         no element ids. Every text field is cut to `max_obs_chars`, the cut marked."""
         page, cfg = ep.page, self.config
@@ -225,19 +225,16 @@ class ActObserve:
         exprs = ep.tracker.js_expressions() if "js" in needs and ep.tracker else []
         shot_job = asyncio.ensure_future(page.screenshot(type="png")) if cfg.screenshot else None
         try:
-            title, fields, values, size = await page.evaluate(PAGE_STATE_JS, ["fields" in needs, exprs])
-            raw_snapshot, too_large = "", None
-            if size > cfg.max_obs_elements:
-                too_large = f"{size} elements, over max_obs_elements={cfg.max_obs_elements}"
-            else:
-                try:
-                    raw_snapshot = await page.aria_snapshot(mode="ai", timeout=cfg.settle_timeout_ms)
-                except PlaywrightTimeoutError:
-                    too_large = f"{size} elements, whose snapshot did not come within {cfg.settle_timeout_ms} ms"
+            size = await page.evaluate(ELEMENTS_JS)
+            state_job = page.evaluate(PAGE_STATE_JS, ["fields" in needs, exprs])
+            too_large = f"{size} elements, over max_obs_elements={cfg.max_obs_elements}" if size > cfg.max_obs_elements else None
             if too_large:
-                page_text = await page.evaluate(PAGE_TEXT_JS, cfg.max_obs_chars)
-                raw_snapshot = (f"[page too large to observe in full ({too_large}): no element ids; its text "
-                                f"follows; goto, back, scroll, press and done still work]\n{page_text}")
+                (title, fields, values), raw_snapshot = await asyncio.gather(state_job, self._page_text(page, too_large))
+            else:
+                (title, fields, values), raw_snapshot = await asyncio.gather(state_job, _snapshot(page, cfg.settle_timeout_ms))
+                if raw_snapshot is None:
+                    too_large = f"{size} elements, whose snapshot did not come within {cfg.settle_timeout_ms} ms"
+                    raw_snapshot = await self._page_text(page, too_large)
             png = await shot_job if shot_job else None
         finally:
             if shot_job and not shot_job.done():
@@ -281,6 +278,12 @@ class ActObserve:
                 shot.write_bytes(png)
                 obs["_screenshot_path"] = shot.relative_to(ep.dir).as_posix()
         return obs
+
+    async def _page_text(self, page: Any, why: str) -> str:
+        """The observation of a page too large to snapshot: why, and its text (cut at `max_obs_chars`)."""
+        text = await page.evaluate(PAGE_TEXT_JS, self.config.max_obs_chars)
+        return (f"[page too large to observe in full ({why}): no element ids; its text follows; goto, back, "
+                f"scroll, press and done still work]\n{text}")
 
     def _blank_obs(self, ep: BrowserEpisode, error: str) -> dict[str, Any]:
         goal = ep.variant.instruction if ep.variant else ""
@@ -332,6 +335,14 @@ def episode_file(root: Path | None, name: str) -> Path | str:
 
 def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000
+
+
+async def _snapshot(page: Any, timeout_ms: int) -> str | None:
+    """The page's AI-mode ARIA snapshot, or None if it does not come within `timeout_ms`."""
+    try:
+        return await page.aria_snapshot(mode="ai", timeout=timeout_ms)
+    except PlaywrightTimeoutError:
+        return None
 
 
 def cut(text: str, limit: int) -> str:

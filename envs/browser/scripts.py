@@ -72,9 +72,10 @@ JS_BATCH = """exprs => exprs.map(e => { try { const v = (0, eval)(e); return v =
   catch (err) { return null; } })"""
 
 # the page's title, and what the detectors need from it (form fields, their JS expressions): one round trip
-# ... and the number of its elements (a page over the env's `max_obs_elements` is not snapshotted)
-PAGE_STATE_JS = f"""([fields, exprs]) => [document.title, fields ? ({FIELDS_JS})() : null, ({JS_BATCH})(exprs),
-  document.getElementsByTagName('*').length]"""
+PAGE_STATE_JS = f"""([fields, exprs]) => [document.title, fields ? ({FIELDS_JS})() : null, ({JS_BATCH})(exprs)]"""
+
+#: the number of the page's elements (a page over the env's `max_obs_elements` is not snapshotted)
+ELEMENTS_JS = "() => document.getElementsByTagName('*').length"
 
 #: what can be read of a page too large to snapshot: its text, up to n characters
 PAGE_TEXT_JS = "n => (document.body ? document.body.innerText : document.documentElement.textContent || '').slice(0, n)"
