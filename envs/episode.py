@@ -217,8 +217,9 @@ class EpisodeCore:
         }
 
 
-#: the text fields of a step record, cut in this order when its line is over budget
-_CUT_FIELDS = ("observation", "action", "error", "url", "truncation_reason")
+#: the text fields of a step record, cut in this order when its line is over budget (the action last: a
+#: replay sends the recorded action again)
+_CUT_FIELDS = ("observation", "error", "url", "truncation_reason", "action")
 
 
 def fit_record(record: StepRecord, budget: int | None) -> StepRecord:

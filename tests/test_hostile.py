@@ -155,6 +155,15 @@ def test_hostile_huge_page_is_observed_as_too_large_not_truncated(hostile) -> No
     assert not truncated and obs["title"] == "Other" and "[ref=" in obs["axtree"]
 
 
+def test_hostile_page_whose_snapshot_times_out_is_observed_as_too_large(hostile) -> None:
+    """Under max_obs_elements, but its snapshot does not come in time: the same degraded observation."""
+    env = hostile("/playground/table?rows=2000", settle_timeout_ms=1)  # ~10,000 elements in 1 ms: never
+    obs, _ = env.reset(seed=0)
+    assert "whose snapshot did not come within 1 ms" in obs["text"] and "row 1999" in obs["text"], obs["text"][:400]
+    obs, _, _, truncated, _ = env.step("wait()")
+    assert not truncated and "page too large" in obs["axtree"]
+
+
 def test_hostile_every_observation_field_and_trajectory_line_within_budget(hostile) -> None:
     long_url = "/playground/table?rows=600&title=9000&pad=" + "p" * 7000
     env = hostile(long_url, max_obs_chars=5000, max_record_chars=20_000)
@@ -168,7 +177,11 @@ def test_hostile_every_observation_field_and_trajectory_line_within_budget(hosti
     lines = (env.episode_dir / "trajectory.jsonl").read_text().splitlines()
     steps = [json.loads(line) for line in lines if json.loads(line)["type"] == "step"]
     assert all(len(line) <= 20_000 for line in lines), [len(line) for line in lines]
-    assert steps[0]["cut"].get("action", 0) > 8000 or steps[0]["cut"].get("observation", 0) > 0, steps[0]["cut"]
+    # the long action's step: its events (the fill's 8,000-character value), then text fields, cut and marked;
+    # the action itself kept whole (a replay sends it again)
+    assert {"events", "observation", "error"} <= set(steps[0]["cut"]) and "action" not in steps[0]["cut"], steps[0]["cut"]
+    assert steps[0]["error"].endswith("characters: max_record_chars]") and len(steps[0]["action"]) > 8000
+    assert steps[1]["cut"] == {}
     assert steps[-1]["cut"].get("events", 0) >= 300 and len(steps[-1]["events"]) < 300, steps[-1]["cut"]
 
 
