@@ -81,6 +81,8 @@ class DesktopEnvConfig:
     app_start_timeout_s: float = 20.0  # every launched app must show a window within this
     max_nodes: int = 400  # accessibility nodes in the observation
     max_obs_chars: int = 100_000
+    #: the budget of one step's line in trajectory.jsonl (as the browser env's: events, then text fields cut)
+    max_record_chars: int = 300_000
     window_manager: bool = True  # openbox: focus, stacking, an active window
     #: how rewards are computed (`agentrl.rewards.router.RouterConfig` or a `RewardRouter`); None: the rules
     router: Any = None
@@ -141,7 +143,8 @@ class DesktopEnv(EpisodeViews, gym.Env[dict, str]):
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = AnyText(max_length=MAX_ACTION_CHARS)
         self._last_obs: dict[str, Any] | None = None
-        self.core = EpisodeCore(self.spec_task, self.config.router, self.max_steps, record=self.config.record)
+        self.core = EpisodeCore(self.spec_task, self.config.router, self.max_steps, record=self.config.record,
+                                max_record_chars=self.config.max_record_chars)
         self.router = self.core.router
 
     # ------------------------------------------------------------------ properties shared with BrowserEnv
