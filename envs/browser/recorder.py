@@ -153,17 +153,17 @@ class EventRecorder:
                 f"download refused: the episode's budget of {cfg.max_downloads} downloads is spent")))
             return
         ep.download_count += 1
-        left = cfg.max_download_bytes - ep.download_bytes
         finished = asyncio.ensure_future(d.failure())
         partial = _partial_path(d)
         size = 0
-        while not finished.done():
+        while not finished.done():  # `left` again each time: downloads running at once share the budget
             size = max(_size(partial), _size(partial and Path(f"{partial}.crdownload")))
-            if size > left:
+            if size > cfg.max_download_bytes - ep.download_bytes:
                 break
             await asyncio.wait({finished}, timeout=0.02)
         if finished.done() and finished.result() is None:
             size = _size(Path(await d.path()))
+        left = cfg.max_download_bytes - ep.download_bytes
         if size > left:
             await _cancel(d)
             ep.events.append(BlockedRequestEvent(method="GET", url=d.url, reason=(
@@ -172,6 +172,7 @@ class EventRecorder:
             return
         if finished.result() is not None:  # the page or the browser gave up on it
             return
+        ep.download_bytes += size  # taken before the copy: another download finishing meanwhile sees it
         name = Path(d.suggested_filename).name or "download"
         dest = ep.dir / "downloads" / name
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +181,6 @@ class EventRecorder:
             dest = dest.with_name(f"{Path(name).stem} ({n}){Path(name).suffix}")
             n += 1
         await d.save_as(dest)
-        ep.download_bytes += size
         ep.events.append(
             DownloadEvent(url=d.url, suggested_filename=d.suggested_filename, path=dest.relative_to(ep.dir).as_posix())
         )
