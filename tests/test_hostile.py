@@ -17,6 +17,7 @@ import pytest
 from agentrl.envs.actions import MAX_ACTION_CHARS
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+from agentrl.envs.browser.recorder import notes
 from agentrl.envs.host import browser_pids
 from agentrl.sandbox.apps.base import App, Request, Response
 from agentrl.sandbox.server import SandboxServer
@@ -91,7 +92,7 @@ def hostile(server: SandboxServer, tmp_path: Path) -> Iterator[Any]:
 
     def make(path: str = "/playground/", **config: Any) -> BrowserEnv:
         task = write_task(tmp_path, [{"id": "g", "detector": "js_true", "params": {"expr": "false"}, "category": "goal"}],
-                          path=path, task_id=f"hostile{len(envs)}", max_steps=20)
+                          path=path, task_id=f"hostile{len(envs)}", max_steps=200)
         config.setdefault("root_dir", tmp_path / "episodes")
         env = BrowserEnv(task, BrowserEnvConfig(**config), sandbox=server)
         envs.append(env)
@@ -115,9 +116,8 @@ def step_until(env: BrowserEnv, action: str, kind: str) -> tuple[dict[str, Any],
     click's step has settled: the page makes the file first); returns the last observation and the events."""
     obs, _, _, truncated, info = env.step(action)
     events = list(info["events"])
-    for _ in range(5):
-        if any(e.kind == kind for e in events):
-            break
+    deadline = time.monotonic() + 15  # a loaded machine
+    while not any(e.kind == kind for e in events) and time.monotonic() < deadline:
         obs, _, _, truncated, info = env.step("wait()")
         events += info["events"]
     assert not truncated
@@ -130,7 +130,7 @@ def test_hostile_download_over_the_byte_budget_is_cancelled_and_recorded(hostile
     obs, events = step_until(env, f"click({ref(obs, 'Big download')})", "blocked_request")  # 64 MiB
     refused = [e for e in events if e.kind == "blocked_request" and e.reason and "budget of 1048576 bytes" in e.reason]
     assert refused and refused[0].url.startswith("blob:"), events
-    assert "budget" in obs["text"]  # the agent reads why
+    assert "budget of 1048576 bytes" in notes(refused)[0]  # what the agent reads (the step's notes)
     downloads = env.episode_dir / "downloads"
     assert not downloads.exists() or not any(downloads.iterdir())
     obs, events = step_until(env, f"click({ref(obs, 'Small download')})", "download")  # a small one still fits
@@ -182,7 +182,7 @@ def test_hostile_every_observation_field_and_trajectory_line_within_budget(hosti
     assert {"events", "observation", "error"} <= set(steps[0]["cut"]) and "action" not in steps[0]["cut"], steps[0]["cut"]
     assert steps[0]["error"].endswith("characters: max_record_chars]") and len(steps[0]["action"]) > 8000
     assert steps[1]["cut"] == {}
-    assert steps[-1]["cut"].get("events", 0) >= 300 and len(steps[-1]["events"]) < 300, steps[-1]["cut"]
+    assert steps[-1]["cut"].get("events", 0) > len(steps[-1]["events"]), steps[-1]["cut"]  # the flood's events
 
 
 def test_hostile_popup_to_a_refused_origin_leaves_the_agent_on_its_page(hostile, server: SandboxServer) -> None:
@@ -191,12 +191,17 @@ def test_hostile_popup_to_a_refused_origin_leaves_the_agent_on_its_page(hostile,
     start = obs["url"]
     obs, _, _, truncated, info = env.step(f"click({ref(obs, 'Popup outside')})")
     assert not truncated and obs["url"] == start and obs["title"] == "Hostile", obs["url"]
+    if not any(e.reason and "popup" in e.reason for e in blocked(info)):  # its tab came after the step (load)
+        obs, _, _, truncated, info = env.step("wait()")
+        assert obs["url"] == start
     assert any(e.reason and "popup" in e.reason for e in blocked(info)), info["events"]
     assert "blocked" in obs["last_action_error"]
     # a popup the page opens between steps: the next step still starts on the sandbox page, and a relative
     # goto resolves against the task's origin
     obs, *_ = env.step(f"click({ref(obs, 'Popup later')})")
-    time.sleep(1.0)
+    context, deadline = env._env._ep.context, time.monotonic() + 15
+    while not any(p.url.startswith("chrome-error:") for p in context.pages) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the popup is open, on the error page of its refused request
     obs, _, _, truncated, info = env.step('goto("/playground/other")')
     assert not truncated and obs["url"] == server.origin + "/playground/other" and obs["title"] == "Other"
     assert "outside.test/later" in obs["last_action_error"]  # the popup since the last step, reported
@@ -210,9 +215,9 @@ def test_hostile_popup_to_a_refused_origin_leaves_the_agent_on_its_page(hostile,
 def test_hostile_websocket_to_a_refused_origin_is_recorded(hostile) -> None:
     env = hostile()
     obs, _ = env.reset(seed=0)
-    obs, *_, info = env.step(f"click({ref(obs, 'WebSocket')})")
-    ws = [e for e in blocked(info) if e.url == "ws://outside.test/ws"]
-    assert ws and "WebSocket" in ws[0].reason, info["events"]
+    obs, events = step_until(env, f"click({ref(obs, 'WebSocket')})", "blocked_request")
+    ws = [e for e in events if e.kind == "blocked_request" and e.url == "ws://outside.test/ws"]
+    assert ws and "WebSocket" in ws[0].reason, events
 
 
 def pasted(obs: dict[str, Any]) -> str:
@@ -290,7 +295,9 @@ def test_hostile_recovery_after_renderer_crash(hostile, isolation: str) -> None:
     renderers = _renderers()
     assert renderers, "no renderer process found"
     _kill(renderers)  # the episode's page and the context made ready for the next one
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while not env._env._ep.crashed and time.monotonic() < deadline:
+        time.sleep(0.05)
     obs, _, _, truncated, info = env.step("wait()")
     assert truncated and "renderer crashed" in info["truncation_reason"], info["truncation_reason"]
     _recovers(env, 1)
