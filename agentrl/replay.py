@@ -23,7 +23,8 @@ from agentrl.taskspec import load_task
 from agentrl.trajectory import load_results, read_trajectory
 from agentrl.types import EpisodeResult, StepRecord
 
-_ENV_KEYS = ("viewport", "max_steps", "action_timeout_ms", "settle_timeout_ms", "browser_timeout_ms", "max_obs_chars")
+_ENV_KEYS = ("viewport", "max_steps", "action_timeout_ms", "settle_timeout_ms", "browser_timeout_ms", "max_obs_chars",
+             "max_obs_elements", "max_download_bytes", "max_downloads")
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,13 @@ class RequestEvent(Record):
 
 
 class BlockedRequestEvent(Record):
-    """A request to an origin outside the sandbox: aborted before it left the browser."""
+    """A request to an origin outside the sandbox, aborted before it left the browser (a WebSocket's too), or
+    one the env refused for another reason it gives (a download over the episode's budget, a popup)."""
 
     kind: Literal["blocked_request"] = "blocked_request"
     method: str
     url: str
+    reason: str | None = None  # None: outside the sandbox
 
 
 class DownloadEvent(Record):
@@ -190,6 +192,9 @@ class StepRecord(Record):
     latency_ms: float = 0.0
     timings: dict[str, float] = {}  # act_ms, settle_ms, observe_ms, detect_ms
     audit: RewardAudit | None = None  # how the reward router reached `reward` (None: rules only, unrouted)
+    #: what was cut to keep the record within the env's budget (`max_record_chars`): field -> its length
+    #: before (characters; for ``events``, how many there were)
+    cut: dict[str, int] = {}
 
 
 # ---------------------------------------------------------------- episodes: one record family

@@ -43,12 +43,16 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
 }
 OPTIONAL_LAST = {"done"}  # done() and done("answer") are both fine
 SCROLL_DIRECTIONS = ("up", "down", "left", "right")
+#: the longest action text an env takes (its action space's `max_length`); a longer one is an error at once
+MAX_ACTION_CHARS = 10_000
 _HELP = 'click(id), fill(id, "text"), select(id, "option"), press("Key"), scroll("down"), goto("url"), back(), wait(), upload(id, "file"), done("answer")'
 
 _CALL = re.compile(r"\b(" + "|".join(SIGNATURES) + r")\s*\(")
 _ID = re.compile(r"^\[?(?:ref\s*=\s*)?[\"']?((?:f\d+)?e\d+)[\"']?\]?$")
-_FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)```", re.S)
-_ACTION_LINE = re.compile(r"^\s*(?:\*\*)?action(?:\*\*)?\s*:\s*(.+)$", re.I | re.M)
+# possessive (*+): without a closing fence, backtracking over a long tag or blank run was quadratic
+_FENCE = re.compile(r"```[a-zA-Z]*+\s*+(.*?)```", re.S)
+# [ \t], not \s: a \s* at every line start would run over all the following blank lines (quadratic)
+_ACTION_LINE = re.compile(r"^[ \t]*(?:\*\*)?action(?:\*\*)?[ \t]*:[ \t]*(.+)$", re.I | re.M)
 _INT = re.compile(r"^[+-]?\d+$")
 _ID_ONLY = re.compile(r"^(?:f\d+)?e\d+$")
 
@@ -137,10 +141,16 @@ def _normalise(signatures: Signatures) -> tuple[tuple[str, tuple[tuple[str, ...]
     return tuple((n, tuple(k) if isinstance(k, list) else (k,)) for n, k in signatures.items())
 
 
-def parse_action(text: str, signatures: Signatures | None = None) -> Action | ActionError:
-    """Parse one action out of `text` (raw LLM output is fine). Never raises.
+def parse_action(
+    text: str, signatures: Signatures | None = None, *, max_chars: int | None = None
+) -> Action | ActionError:
+    """Parse one action out of `text` (raw LLM output is fine). Never raises; linear in ``len(text)``.
 
-    `signatures` (name -> argument kinds, or a list of alternatives) replaces the browser's language."""
+    `signatures` (name -> argument kinds, or a list of alternatives) replaces the browser's language. A
+    text longer than `max_chars` (the envs pass `MAX_ACTION_CHARS`) is an error before any parsing."""
+    if isinstance(text, str) and max_chars is not None and len(text) > max_chars:
+        return ActionError(f"the action is {len(text)} characters long, over the limit of {max_chars}; "
+                           "send one short action")
     if signatures is None:
         sigs, call, help_ = {n: (k,) for n, k in SIGNATURES.items()}, _CALL, _HELP
     else:
@@ -190,6 +200,8 @@ def _parse_call(
 ) -> tuple[Action | ActionError, int]:
     """Parse the argument list that starts at source[pos] (just after the '('); also returns where it ends."""
     raw_args, end = _split_args(source, pos)
+    if end == -2:
+        return ActionError(f"{name}(…: an unquoted '(' in its arguments (quote text arguments)"), end
     if end < 0:
         return ActionError(f"{name}(…: missing closing parenthesis"), end
     return _parse_arg_list(name, raw_args, alternatives), end
@@ -245,7 +257,11 @@ def _parse_args(name: str, raw_args: list[str], kinds: tuple[str, ...]) -> Actio
 
 
 def _split_args(s: str, pos: int) -> tuple[list[str], int]:
-    """Split a comma-separated argument list honouring quotes; returns (args, index after ')') or -1."""
+    """Split a comma-separated argument list honouring quotes; returns (args, index after ')'), or -1 when
+    it never closes, -2 at an unquoted '('.
+
+    An unquoted '(' ends the scan as a failure: no argument kind may hold one, and stopping there keeps
+    `parse_action` linear (``'click(' * n`` scanned every later call's text once per call: quadratic)."""
     args: list[str] = []
     cur: list[str] = []
     quote: str | None = None
@@ -262,6 +278,8 @@ def _split_args(s: str, pos: int) -> tuple[list[str], int]:
         elif c in "\"'":
             quote = c
             cur.append(c)
+        elif c == "(":
+            return [], -2
         elif c == ",":
             args.append("".join(cur))
             cur = []

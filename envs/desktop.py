@@ -29,7 +29,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from agentrl.envs.actions import Action, ActionError, parse_action
+from agentrl.envs.actions import MAX_ACTION_CHARS, Action, ActionError, parse_action
 from agentrl.envs.axtree import AXTree, parse_snapshot
 from agentrl.envs.desktop_observe import FileWatch, tree_text, zombie
 from agentrl.envs.episode import EpisodeCore, EpisodeState, EpisodeViews, answer_of
@@ -81,6 +81,8 @@ class DesktopEnvConfig:
     app_start_timeout_s: float = 20.0  # every launched app must show a window within this
     max_nodes: int = 400  # accessibility nodes in the observation
     max_obs_chars: int = 100_000
+    #: the budget of one step's line in trajectory.jsonl (as the browser env's: events, then text fields cut)
+    max_record_chars: int = 300_000
     window_manager: bool = True  # openbox: focus, stacking, an active window
     #: how rewards are computed (`agentrl.rewards.router.RouterConfig` or a `RewardRouter`); None: the rules
     router: Any = None
@@ -139,9 +141,10 @@ class DesktopEnv(EpisodeViews, gym.Env[dict, str]):
             w, h = self.config.size
             obs_spaces["screenshot"] = spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
         self.observation_space = spaces.Dict(obs_spaces)
-        self.action_space = AnyText(max_length=10_000)
+        self.action_space = AnyText(max_length=MAX_ACTION_CHARS)
         self._last_obs: dict[str, Any] | None = None
-        self.core = EpisodeCore(self.spec_task, self.config.router, self.max_steps, record=self.config.record)
+        self.core = EpisodeCore(self.spec_task, self.config.router, self.max_steps, record=self.config.record,
+                                max_record_chars=self.config.max_record_chars)
         self.router = self.core.router
 
     # ------------------------------------------------------------------ properties shared with BrowserEnv
@@ -207,7 +210,7 @@ class DesktopEnv(EpisodeViews, gym.Env[dict, str]):
         ep.t += 1
         mark = len(ep.events)
         action_text = action if isinstance(action, str) else repr(action)
-        parsed = parse_action(action, signatures=DESKTOP_SIGNATURES)
+        parsed = parse_action(action, signatures=DESKTOP_SIGNATURES, max_chars=MAX_ACTION_CHARS)
         error = str(parsed) if isinstance(parsed, ActionError) else None
         timings: dict[str, float] = {}
         if isinstance(parsed, Action):

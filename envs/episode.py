@@ -11,6 +11,7 @@ to train on). `EpisodeState` is what every episode holds; each env's episode add
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,11 +93,14 @@ class EpisodeCore:
     """Milestones, reward routing, step records, the trajectory file, the summary and the info of one env's
     episodes (one core per env)."""
 
-    def __init__(self, task: TaskSpec, router: Any, max_steps: int, *, record: bool) -> None:
+    def __init__(
+        self, task: TaskSpec, router: Any, max_steps: int, *, record: bool, max_record_chars: int | None = None
+    ) -> None:
         self.task = task
         self.router = RewardRouter.of(router)
         self.max_steps = max_steps
         self.record = record
+        self.max_record_chars = max_record_chars  # a step's line in the trajectory file; None: no budget
 
     def begin(self, ep: EpisodeState, seed: int, obs_text: str, **meta: Any) -> dict[str, Any]:
         """Start scoring and recording `ep` (its id, dir and variant set, its first observation made);
@@ -149,7 +153,7 @@ class EpisodeCore:
             screenshot=shot, latency_ms=_ms(t0), timings=timings, audit=audit,
         )
         if ep.writer:
-            ep.writer.step(record)
+            ep.writer.step(fit_record(record, self.max_record_chars))
         if terminated or truncated:
             self.finish(ep, record.truncation_reason, terminated=terminated)
         info = self.info(ep, fired, step_events, error=error)
@@ -169,7 +173,7 @@ class EpisodeCore:
             truncation_reason=reason, latency_ms=_ms(t0),
         )
         if ep.writer:
-            ep.writer.step(record)
+            ep.writer.step(fit_record(record, self.max_record_chars))
         self.finish(ep, reason)
         info = self.info(ep, [], [], error=reason)
         info["truncation_reason"] = reason
@@ -211,6 +215,54 @@ class EpisodeCore:
             "variables": dict(ep.variant.variables),
             "step": ep.t,
         }
+
+
+#: the text fields of a step record, cut in this order when its line is over budget (the action last: a
+#: replay sends the recorded action again)
+_CUT_FIELDS = ("observation", "error", "url", "truncation_reason", "action")
+
+
+def fit_record(record: StepRecord, budget: int | None) -> StepRecord:
+    """`record` within `budget` characters of JSON: its events first (the leading ones kept, up to a
+    quarter of the budget), then its text fields, each cut with a marker; `cut` says what was cut."""
+    if budget is None:
+        return record
+    if _line_chars(record) <= budget:
+        return record
+    cut: dict[str, int] = {}
+    update: dict[str, Any] = {}
+    if record.events:
+        kept, size = [], 0
+        for e in record.events:
+            size += len(json.dumps(e.model_dump(mode="json"))) + 2
+            if size > budget // 4:
+                break
+            kept.append(e)
+        if len(kept) < len(record.events):
+            cut["events"] = len(record.events)
+            update["events"] = kept
+    for name in _CUT_FIELDS:
+        record = record.model_copy(update={**update, "cut": cut})
+        over = _line_chars(record) - budget
+        value = getattr(record, name)
+        if over <= 0:
+            return record
+        if not value:
+            continue
+        keep = max(0, len(value) - over - 100)
+        while True:  # JSON escapes make some characters longer than one: cut until it fits
+            cut[name] = len(value)
+            update[name] = value[:keep] + f"\n[cut at {keep} of {len(value)} characters: max_record_chars]"
+            trial = record.model_copy(update={**update, "cut": cut})
+            if _line_chars(trial) <= budget or keep == 0:
+                break
+            keep //= 2
+    return record.model_copy(update={**update, "cut": cut})
+
+
+def _line_chars(record: StepRecord) -> int:
+    """The length of `record`'s line in the trajectory file (`TrajectoryWriter.step`'s serialisation)."""
+    return len(json.dumps({"type": "step", **record.model_dump(mode="json")}))
 
 
 def answer_of(ep: EpisodeState, step_events: list[Event]) -> str | None:

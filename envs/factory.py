@@ -6,7 +6,7 @@ rm collect, the trainer, gym.make) goes through it, so a desktop task never runs
     env = make_env(spec)                                                                   # by spec.env
 
 `config` may be either env's config (or None): the run-time options both envs share (screenshot,
-max_steps, root_dir, record, keep_episode_dirs, max_obs_chars, router; the browser's viewport is the
+max_steps, root_dir, record, keep_episode_dirs, max_obs_chars, max_record_chars, router; the browser's viewport is the
 desktop's screen size) carry over when they are set away from their defaults; the rest keep the target
 env's defaults. `make_async_env` is the same for asyncio programs (the trainer): the browser's
 `AsyncBrowserEnv`, or `AsyncDesktopEnv`, which runs the desktop env's calls in a worker thread.
@@ -22,7 +22,8 @@ from typing import Any
 from agentrl.taskspec import TaskSpec, load_task
 
 ENV_KINDS = ("browser", "desktop")
-_SHARED = ("screenshot", "max_steps", "root_dir", "record", "keep_episode_dirs", "max_obs_chars", "router")
+_SHARED = ("screenshot", "max_steps", "root_dir", "record", "keep_episode_dirs", "max_obs_chars", "max_record_chars",
+           "router")
 _SIZE = {"browser": "viewport", "desktop": "size"}  # the screen: the page's viewport, the X display's size
 
 

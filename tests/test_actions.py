@@ -4,6 +4,7 @@ import random
 
 import pytest
 from agentrl.envs.actions import (
+    MAX_ACTION_CHARS,
     SCROLL_DIRECTIONS,
     SIGNATURES,
     Action,
@@ -129,3 +130,30 @@ def test_format_action_refuses_what_parse_action_would_not_read_back() -> None:
         format_action("fill", "e1", "a", kinds=("id",))
     assert format_action("click", 120, 48) == "click(120, 48)"
     assert format_action("key", "ctrl+s") == 'key("ctrl+s")'
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("click(" * 1666, "an unquoted '('"),
+        ('click("' * 1428, "an unquoted '('"),
+        ("click(e1," * 1111, "an unquoted '('"),
+        ("x" + "\n " * 4999 + "x", "no action found"),
+        ("```" + " " * 9997, "no action found"),
+        ('fill(e1, "' + "a" * 9990, "missing closing parenthesis"),
+    ],
+)
+def test_hostile_degenerate_replies_parse_in_linear_time(text: str, message: str) -> None:
+    """What an LLM looping on one token sends, at the action limit: an error with the reason (these took
+    0.6-1.5 s each before the parser stopped at unquoted parentheses; benchmarks/parse_action_speed.py)."""
+    got = parse_action(text, max_chars=MAX_ACTION_CHARS)
+    assert isinstance(got, ActionError) and message in str(got), str(got)[:200]
+
+
+def test_hostile_action_over_the_limit_is_an_error_before_parsing() -> None:
+    text = "click(e1)" + " " * MAX_ACTION_CHARS
+    got = parse_action(text, max_chars=MAX_ACTION_CHARS)
+    assert isinstance(got, ActionError) and f"over the limit of {MAX_ACTION_CHARS}" in str(got)
+    assert parse_action(text) == Action("click", ("e1",))  # without a limit, the same text parses
+    assert parse_action("done(f(x))") == ActionError("done(…: an unquoted '(' in its arguments (quote text arguments)")
+    assert parse_action('done("f(x)")') == Action("done", ("f(x)",))

@@ -230,7 +230,7 @@ def test_next_episode_sees_no_client_state_of_the_previous_one(env_for, start: s
     for seed in (4, 5):
         env.reset(seed=seed)
         assert len(env._env._ep.context.pages) == 1
-        assert len(env._env._ep.wired) == 9  # 5 context and 4 page handlers: none left for the closed tab
+        assert len(env._env._ep.wired) == 11  # 5 context and 6 page handlers: none left for the closed tab
     assert (env._env._ep.context is tabbed) == (isolation == "storage")
 
 

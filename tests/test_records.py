@@ -69,3 +69,22 @@ def test_outcome_of_a_learner_trajectory() -> None:
     assert (o.task_id, o.seed, o.steps, o.return_, o.success, o.terminated, o.truncated) == ("t", 5, 2, 0.75, True, True, False)
     assert o.milestones is None  # a turn's milestones include partial credit: not claimed as completed
     assert EpisodeOutcome.model_validate_json(o.model_dump_json(by_alias=True)) == o
+
+
+def test_hostile_step_record_fits_its_budget_whatever_the_characters() -> None:
+    """`fit_record` measures the line as the trajectory writer writes it (ASCII-escaped JSON): text whose
+    characters escape long (non-ASCII, control characters) still fits, the cut marked and named."""
+    from agentrl.envs.episode import fit_record
+
+    from agentrl.types import BlockedRequestEvent, StepRecord
+
+    events = [BlockedRequestEvent(method="GET", url=f"http://outside.test/{i}") for i in range(2000)]
+    rec = StepRecord(t=1, action="click(e1)", parsed="click(e1)", error="\x01" * 30_000, observation="é" * 50_000,
+                     url="http://127.0.0.1/" + "ü" * 5000, reward=0.0, events=events)
+    for budget in (100_000, 20_000, 3_000):
+        fitted = fit_record(rec, budget)
+        line = json.dumps({"type": "step", **fitted.model_dump(mode="json")})
+        assert len(line) <= budget, (budget, len(line))
+        assert fitted.cut["events"] == 2000 and fitted.cut["observation"] == 50_000
+        assert fitted.observation.endswith("characters: max_record_chars]") and fitted.action == "click(e1)"
+    assert fit_record(rec, None) is rec and fit_record(rec, 10**9) is rec

@@ -18,7 +18,7 @@ from agentrl.envs import wall
 from agentrl.envs.actions import Action, ActionError
 from agentrl.envs.axtree import parse_snapshot, stable_refs
 from agentrl.envs.browser.recorder import notes
-from agentrl.envs.browser.scripts import CLICK_POINT_JS, PAGE_STATE_JS
+from agentrl.envs.browser.scripts import CLICK_POINT_JS, ELEMENTS_JS, PAGE_STATE_JS, PAGE_TEXT_JS
 from agentrl.envs.browser.state import BrowserEpisode
 from agentrl.rewards.detectors import FieldState
 from playwright.async_api import Error as PlaywrightError
@@ -42,7 +42,17 @@ class ActObserve:
                 await asyncio.wait_for(ep.frame_landed.wait(), timeout=max(0.0, deadline - time.perf_counter()))
             except TimeoutError:
                 break
-        for url in await wall.enforce(self.origins, ep.page, self._blank):
+        if ep.popup_refused:  # a popup's page comes a moment after its refused request: wait for it
+            ep.popup_refused = False
+            if wall.frame_declared(self.origins, ep.page.main_frame):  # not adopted yet
+                ep.adopted.clear()
+                try:
+                    await asyncio.wait_for(ep.adopted.wait(), timeout=max(0.0, deadline - time.perf_counter()))
+                except TimeoutError:
+                    pass
+        await self._leave_refused_popups(ep)
+        # a tab that left the origin goes back to the last document of it (the blank page if none)
+        for url in await wall.enforce(self.origins, ep.page, ep.last_declared or self._blank):
             failed = [e.url for e in ep.events[since:] if isinstance(e, BlockedRequestEvent)]
             if url.startswith("chrome-error:") and failed:  # the error page of a request the proxy refused
                 if failed[-1] not in ep.refused:
@@ -52,11 +62,35 @@ class ActObserve:
         if ep.refused:
             await self._settle(ep)
 
+    async def _leave_refused_popups(self, ep: BrowserEpisode, *, errors_only: bool = False) -> None:
+        """A popup whose document the wall refuses (an outside host's error page, a script's blank page) is
+        closed and the agent's tab is again the page that opened it, as it was: recorded as a refused
+        popup. No browser call unless there is one. `errors_only`: only one showing an error page (between
+        steps: a popup still on its first, empty document may be on its way to a page of the origin)."""
+        while ep.openers and not wall.frame_declared(self.origins, ep.page.main_frame):
+            if errors_only and not ep.page.url.startswith("chrome-error:"):
+                return
+            popup, ep.page = ep.page, ep.openers.pop()
+            if ep.page.is_closed():
+                ep.page = popup  # nothing to go back to: `wall.enforce` moves the popup on instead
+                return
+            url = popup.url
+            failed = [e.url for e in ep.events if isinstance(e, BlockedRequestEvent)]
+            if (url.startswith("chrome-error:") or url in ("", "about:blank")) and failed:
+                url = failed[-1]  # the proxy's refusal of the popup's first request
+            self._refuse(ep, url, reason="a popup to a document outside the sandbox, closed; the agent stays "
+                                         "on the page that opened it")
+            try:
+                await popup.close()
+            except PlaywrightError:
+                pass
+
     async def _act_and_observe(
         self, ep: BrowserEpisode, action: Action | ActionError, error: str | None, mark: int, timings: dict[str, float]
     ) -> tuple[str | None, dict[str, Any]]:
         t0 = time.perf_counter()
         ep.refused.clear()
+        await self._leave_refused_popups(ep, errors_only=True)  # one the page opened since the last step
         if isinstance(action, Action):
             error = await self._execute(ep, action)
             timings["act_ms"] = _ms(t0)
@@ -121,7 +155,9 @@ class ActObserve:
                     dx, dy = {"up": (0, -600), "down": (0, 600), "left": (-600, 0), "right": (600, 0)}[action.args[0]]
                     await page.mouse.wheel(dx, dy)
                 case "goto":
-                    url = urljoin(page.url, action.args[0])
+                    # relative to the page, or to the origin's last document (never to an error page)
+                    base = page.url if wall.declared(self.origins, page.url) else (ep.last_declared or self.origin + "/")
+                    url = urljoin(base, action.args[0])
                     if not wall.declared(self.origins, url):  # data:, blob:, about:, another host, ...
                         ep.events.append(BlockedRequestEvent(method="GET", url=url))
                         ep.events.append(event.model_copy(update={"ok": False}))
@@ -179,24 +215,34 @@ class ActObserve:
     async def _observe(
         self, ep: BrowserEpisode, *, last_action: Any, error: str | None, notes: list[str], page_state: bool = False
     ) -> dict[str, Any]:
-        """Snapshot, title, screenshot and (with `page_state`) what the detectors need from the page, all
-        requested at once so the driver round trips overlap."""
-        page = ep.page
+        """The page's size, then its ARIA snapshot, title and (with `page_state`) what the detectors need
+        from it in one overlapped batch; the screenshot overlaps the rest. A page over `max_obs_elements`, or
+        whose snapshot does not come within settle_timeout_ms, is observed as too large: its title and text,
+        no element ids. Every text field is cut to `max_obs_chars`, the cut marked."""
+        page, cfg = ep.page, self.config
         trusted = wall.trusted(self.origins, page)
         needs = ep.tracker.needs if (page_state and ep.tracker) else frozenset()
         exprs = ep.tracker.js_expressions() if "js" in needs and ep.tracker else []
-        jobs: list[Any] = [
-            page.aria_snapshot(mode="ai", timeout=self.config.settle_timeout_ms),
-            page.evaluate(PAGE_STATE_JS, ["fields" in needs, exprs]),
-        ]
-        if self.config.screenshot:
-            jobs.append(page.screenshot(type="png"))
-        raw_snapshot, (title, fields, values), *shot = await asyncio.gather(*jobs)
-        snapshot, ep.refs = stable_refs(raw_snapshot)
-        png = shot[0] if shot else None
+        shot_job = asyncio.ensure_future(page.screenshot(type="png")) if cfg.screenshot else None
+        try:
+            size = await page.evaluate(ELEMENTS_JS)
+            state_job = page.evaluate(PAGE_STATE_JS, ["fields" in needs, exprs])
+            too_large = f"{size} elements, over max_obs_elements={cfg.max_obs_elements}" if size > cfg.max_obs_elements else None
+            if too_large:
+                (title, fields, values), raw_snapshot = await asyncio.gather(state_job, self._page_text(page, too_large))
+            else:
+                (title, fields, values), raw_snapshot = await asyncio.gather(state_job, _snapshot(page, cfg.settle_timeout_ms))
+                if raw_snapshot is None:
+                    too_large = f"{size} elements, whose snapshot did not come within {cfg.settle_timeout_ms} ms"
+                    raw_snapshot = await self._page_text(page, too_large)
+            png = await shot_job if shot_job else None
+        finally:
+            if shot_job and not shot_job.done():
+                shot_job.cancel()
+        snapshot, ep.refs = stable_refs(raw_snapshot) if not too_large else (raw_snapshot, {})
         ep.fields = [FieldState(**f) for f in fields] if fields is not None else None
         ep.js = dict(zip(exprs, values, strict=True))
-        ep.ax = parse_snapshot(snapshot)
+        ep.ax = parse_snapshot(snapshot if not too_large else "")
         ep.title = title
         ep.withheld = None
         if not (trusted and wall.trusted(self.origins, page)):  # checked again: the page may have moved on
@@ -208,30 +254,36 @@ class ActObserve:
             last = f"{last_action if isinstance(last_action, Action) else 'unparseable'} -> ERROR: {error}"
         else:
             last = f"{last_action} -> ok"
+        n = cfg.max_obs_chars
         parts = [
             f"Goal: {ep.variant.instruction}",
-            f"URL: {page.url}",
-            f"Title: {title}",
+            f"URL: {cut(page.url, 2000)}",
+            f"Title: {cut(title, 2000)}",
             f"Step: {ep.t}/{self.max_steps}",
-            f"Last action: {last}",
+            f"Last action: {cut(last, 2000)}",
         ]
-        parts += [f"Note: {n}" for n in notes]
+        parts += [f"Note: {cut(note, 2000)}" for note in notes[:50]]
+        if len(notes) > 50:
+            parts.append(f"Note: ... and {len(notes) - 50} more")
         parts += ["Page:", snapshot]
-        text = "\n".join(parts)
-        if len(text) > self.config.max_obs_chars:
-            text = text[: self.config.max_obs_chars] + "\n[observation cut at max_obs_chars]"
         obs: dict[str, Any] = {
-            "text": text, "goal": ep.variant.instruction, "url": page.url, "title": title,
-            "axtree": snapshot, "last_action_error": error or "",
+            "text": cut("\n".join(parts), n), "goal": cut(ep.variant.instruction, n), "url": cut(page.url, n),
+            "title": cut(title, n), "axtree": cut(snapshot, n), "last_action_error": cut(error or "", n),
         }
         if png is not None:
-            obs["screenshot"] = png_to_array(png, self.config.viewport)
-            if self.config.record and ep.dir is not None:
+            obs["screenshot"] = png_to_array(png, cfg.viewport)
+            if cfg.record and ep.dir is not None:
                 shot = ep.dir / "screenshots" / f"{ep.t:04d}.png"
                 shot.parent.mkdir(parents=True, exist_ok=True)
                 shot.write_bytes(png)
                 obs["_screenshot_path"] = shot.relative_to(ep.dir).as_posix()
         return obs
+
+    async def _page_text(self, page: Any, why: str) -> str:
+        """The observation of a page too large to snapshot: why, and its text (cut at `max_obs_chars`)."""
+        text = await page.evaluate(PAGE_TEXT_JS, self.config.max_obs_chars)
+        return (f"[page too large to observe in full ({why}): no element ids; its text follows; goto, back, "
+                f"scroll, press and done still work]\n{text}")
 
     def _blank_obs(self, ep: BrowserEpisode, error: str) -> dict[str, Any]:
         goal = ep.variant.instruction if ep.variant else ""
@@ -283,6 +335,21 @@ def episode_file(root: Path | None, name: str) -> Path | str:
 
 def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000
+
+
+async def _snapshot(page: Any, timeout_ms: int) -> str | None:
+    """The page's AI-mode ARIA snapshot, or None if it does not come within `timeout_ms`."""
+    try:
+        return await page.aria_snapshot(mode="ai", timeout=timeout_ms)
+    except PlaywrightTimeoutError:
+        return None
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, the cut marked (with the length it had)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[cut at {limit} of {len(text)} characters]"
 
 
 def short_error(e: Exception) -> str:

@@ -123,7 +123,7 @@ class ContextPool:
                 ep = await asyncio.wait_for(task, timeout=limit)
             except (PlaywrightError, TimeoutError):
                 continue  # the browser died while it was made: the next one, or a new one below
-            if self.host.is_alive() and not ep.page.is_closed():
+            if self.host.is_alive() and not ep.page.is_closed() and not ep.crashed:
                 return ep
             self._retire(ep)
         try:
@@ -172,14 +172,19 @@ class ContextPool:
             setattr(ep, f.name, getattr(fresh, f.name))
         return ep
 
-    def _retire(self, ep: BrowserEpisode) -> None:
+    def _retire(self, ep: BrowserEpisode, *, close_episode: bool = True) -> None:
+        """Close `ep`'s context in the background, and its sandbox episode (the one `ep.id` names now, not
+        whatever it names later) unless `close_episode` is False (a context that failed to start an episode
+        the next attempt still needs)."""
+        episode_id = ep.id if close_episode else ""
+
         async def close() -> None:
             try:
                 await ep.context.close()
             except PlaywrightError:
                 pass
-            if ep.id:
-                self.sandbox.close_episode(ep.id)
+            if episode_id:
+                self.sandbox.close_episode(episode_id)
 
         t = asyncio.ensure_future(close())
         self._closing.add(t)

@@ -16,11 +16,13 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from agentrl.envs.actions import ActionError, parse_action
+from agentrl.envs import wall
+from agentrl.envs.actions import MAX_ACTION_CHARS, ActionError, parse_action
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.envs.browser.act import ActObserve, png_to_array, short_error
 from agentrl.envs.browser.contexts import ContextPool
 from agentrl.envs.browser.recorder import EventRecorder, notes
+from agentrl.envs.browser.scripts import CLEAR_CLIPBOARD_JS
 from agentrl.envs.browser.state import BrowserEnvConfig, BrowserEpisode
 from agentrl.envs.episode import EpisodeCore, EpisodeViews, answer_of
 from agentrl.envs.host import BrowserHost
@@ -65,7 +67,8 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
         self.root_dir = Path(self.config.root_dir or tempfile.mkdtemp(prefix="agentrl-episodes-"))
         self.root_dir.mkdir(parents=True, exist_ok=True)
         self.max_steps = self.config.max_steps or self.spec.max_steps
-        self.core = EpisodeCore(self.spec, self.config.router, self.max_steps, record=self.config.record)
+        self.core = EpisodeCore(self.spec, self.config.router, self.max_steps, record=self.config.record,
+                                max_record_chars=self.config.max_record_chars)
         self.router = self.core.router
         # requests to these fail without being the proxy's doing (a data: image): not recorded as blocked
         self._allowed = re.compile(r"^(?:" + "|".join(re.escape(o) + r"(?:/|$)" for o in self.origins)
@@ -110,8 +113,9 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
                     raise
                 if broken:  # Chromium died (or hung) between episodes or during this reset: relaunch
                     await self.host.restart()
-                else:  # the start page failed to load or be observed (e.g. a timeout on a loaded machine)
-                    self._retire(ep)
+                else:  # the start page failed to load or be observed (e.g. a crashed renderer): another
+                    # context, the same sandbox episode (still open: the second attempt runs in it)
+                    self._retire(ep, close_episode=False)
                 # start over once
         self._ep = ep
         ep.dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +127,9 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
 
     async def _open(self, ep: BrowserEpisode) -> dict[str, Any]:
         assert ep.variant is not None
+        # the clipboard is the browser's, shared by every context: nothing copied before crosses into this
+        # episode (under either isolation; still shared with the episodes running at the same time)
+        await ep.page.evaluate(CLEAR_CLIPBOARD_JS)
         await ep.context.set_extra_http_headers({EPISODE_HEADER: ep.id})
         ep.events.clear()  # what happened while the context was made ready is not part of the episode
         if ep.preloaded:
@@ -130,6 +137,8 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
         else:
             await ep.page.goto(self.origin + self.spec.start.path, wait_until="load")
         await self._settle(ep)
+        if wall.declared(self.origin, ep.page.url):  # a preloaded page committed before the episode began
+            ep.last_declared = ep.page.url
         await self._enforce_wall(ep)
         return await self._observe(ep, last_action=None, error=None, notes=notes(ep.events))
 
@@ -142,7 +151,7 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
         t0 = time.perf_counter()
         ep.t += 1
         mark = len(ep.events)
-        action = parse_action(action_text)
+        action = parse_action(action_text, max_chars=MAX_ACTION_CHARS)  # too long: an error, unparsed
         error: str | None = str(action) if isinstance(action, ActionError) else None
         timings: dict[str, float] = {}
         try:
@@ -157,7 +166,8 @@ class AsyncBrowserEnv(ContextPool, EventRecorder, ActObserve, EpisodeViews):
                 reason = f"browser stuck: no answer within {self.config.browser_timeout_ms} ms"
             else:
                 dead = not self.host.is_alive() or ep.page.is_closed()
-                reason = f"{'browser died' if dead else 'page failed'}: {short_error(e)}"
+                what = "browser died" if dead else "renderer crashed" if ep.crashed else "page failed"
+                reason = f"{what}: {short_error(e)}"
             return self.core.dead(ep, action_text, action, reason, self._blank_obs(ep, error=reason), t0=t0)
         step_events = ep.events[mark:]
         docs = await self._site_json(ep)
@@ -257,7 +267,7 @@ class BrowserEnv(gym.Env[dict, str]):
             w, h = cfg.viewport
             obs_spaces["screenshot"] = spaces.Box(0, 255, (h, w, 3), dtype=np.uint8)
         self.observation_space = spaces.Dict(obs_spaces)
-        self.action_space = AnyText(max_length=10_000)
+        self.action_space = AnyText(max_length=MAX_ACTION_CHARS)
         self._last_obs: dict[str, Any] | None = None
 
     @property

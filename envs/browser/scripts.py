@@ -1,5 +1,6 @@
 """The JavaScript the browser env runs in pages: form fields for the detectors, the click-readiness check,
-the detectors' JS expressions, and the page state they need in one round trip."""
+the detectors' JS expressions, the page state they need in one round trip, and the text of a page too large
+to snapshot."""
 
 FIELDS_JS = """() => {
   const out = [], seen = new Set();
@@ -72,3 +73,18 @@ JS_BATCH = """exprs => exprs.map(e => { try { const v = (0, eval)(e); return v =
 
 # the page's title, and what the detectors need from it (form fields, their JS expressions): one round trip
 PAGE_STATE_JS = f"""([fields, exprs]) => [document.title, fields ? ({FIELDS_JS})() : null, ({JS_BATCH})(exprs)]"""
+
+#: the number of the page's elements (a page over the env's `max_obs_elements` is not snapshotted)
+ELEMENTS_JS = "() => document.getElementsByTagName('*').length"
+
+#: what can be read of a page too large to snapshot: its text, up to n characters
+PAGE_TEXT_JS = "n => (document.body ? document.body.innerText : document.documentElement.textContent || '').slice(0, n)"
+
+
+#: empties the browser's clipboard, which belongs to the whole browser, not to a context: one copy of
+#: nothing, seen by no listener of the page (Playwright's evaluate counts as a user gesture)
+CLEAR_CLIPBOARD_JS = """() => {
+  const f = e => { e.stopImmediatePropagation(); e.preventDefault(); e.clipboardData.setData('text/plain', ''); };
+  window.addEventListener('copy', f, {capture: true});
+  try { return document.execCommand('copy'); } finally { window.removeEventListener('copy', f, {capture: true}); }
+}"""

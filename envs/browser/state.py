@@ -29,7 +29,20 @@ class BrowserEnvConfig:
     root_dir: Path | None = None  # episode directories go here (default: a temp dir per env)
     record: bool = True  # write trajectory.jsonl (+ screenshots) into each episode directory
     keep_episode_dirs: bool = True  # False: delete an episode's directory when the next reset starts
+    #: the budget of every text field of an observation (``text``, ``axtree``, ``url``, ``title``,
+    #: ``last_action_error``): a longer one is cut there, and the cut is marked
     max_obs_chars: int = 200_000
+    #: a page with more DOM elements than this is not snapshotted (Playwright's snapshot of 50,000 elements
+    #: takes seconds); its observation says the page is too large and gives its title and text (cut to
+    #: `max_obs_chars`), as does a page whose snapshot does not come within settle_timeout_ms
+    max_obs_elements: int = 20_000
+    #: the budget of one step's line in trajectory.jsonl: over it, the events, then the text fields are cut
+    #: (the record's ``cut`` names what was cut and how long it was)
+    max_record_chars: int = 300_000
+    #: per-episode download budget: bytes in all and number of downloads; a download that would pass either
+    #: is cancelled and recorded as a blocked request with the reason
+    max_download_bytes: int = 10 * 2**20
+    max_downloads: int = 20
     #: how episodes are kept apart in the browser. "context": a fresh BrowserContext per episode (made ahead
     #: while the previous episode runs), so nothing client-side can survive; the default, because it relies
     #: on no list of what to wipe. "storage": `ahead` + 1 contexts take turns; between two episodes of one,
@@ -72,6 +85,18 @@ class BrowserEpisode(EpisodeState):
     withheld: str | None = None
     #: set when an iframe commits a document (`_enforce_wall` waits for iframes added but not yet loaded)
     frame_landed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: what the episode's saved downloads took of its budget (`BrowserEnvConfig.max_download_bytes`)
+    download_bytes: int = 0
+    download_count: int = 0
+    #: the renderer of the episode's page crashed (its calls fail from then on)
+    crashed: bool = False
+    #: the pages the agent's tab was before it moved to a popup (`EventRecorder._adopt_page`), last last
+    openers: list[Page] = field(default_factory=list)
+    #: a new tab's first request was refused since the last check, and the event its adoption sets
+    popup_refused: bool = False
+    adopted: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the last document of the declared origin the agent's tab showed: where the wall sends the tab back
+    last_declared: str = ""
     #: the env's handlers on the context and its pages, as (emitter, event, handler): kept across wipes,
     #: removed when the context goes to another env (`EventRecorder._unwire`)
     wired: list[tuple[Any, str, Any]] = field(default_factory=list)
