@@ -23,6 +23,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
         "agentrl.types", "agentrl.registry", "agentrl.yamlpos",  # records, name tables, YAML with lines
         "agentrl.taskspec", "agentrl.suite", "agentrl.registration", "agentrl.suites",  # task specs, suites
         "agentrl.trajectory",  # episode files
+        "agentrl.dataset",  # episode files as Parquet datasets and back
         "agentrl.envs.actions", "agentrl.envs.axtree",  # the action language, observation trees
         "agentrl.rewards.detectors", "agentrl.rewards.desktop_detectors",  # the detectors a task names
         "agentrl.sandbox.apps", "agentrl.sandbox.desktop",  # the apps a task names
