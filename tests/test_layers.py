@@ -40,6 +40,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
         "agentrl.fidelity", "agentrl.probe", "agentrl.probe_shortcuts", "agentrl.taskcheck", "agentrl.collect",
         "agentrl.labelling", "agentrl.judge_server",
         "agentrl.testing",  # the task and env checkers (issue 16's env half)
+        "agentrl.openenv_server",  # the tasks as an OpenEnv server and its client
     )),
     ("cli", ("agentrl.cli",)),
 ]
