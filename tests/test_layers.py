@@ -41,6 +41,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
         "agentrl.labelling", "agentrl.judge_server",
         "agentrl.testing",  # the task and env checkers (issue 16's env half)
         "agentrl.openenv_server",  # the tasks as an OpenEnv server and its client
+        "agentrl.trl_env",  # the tasks as TRL's environment_factory, its reward functions
     )),
     ("cli", ("agentrl.cli",)),
 ]
