@@ -61,10 +61,12 @@ async def _solve(app, url: str, task: str) -> dict:
                                            screenshot="full" if first else "none"))
             rewards.append(r.reward)
             fired += [m["id"] for m in r.observation.metadata["milestones"]]
-            if first:
-                shot = (await c.screenshot(r.observation), r.observation.screenshot)
+            if first:  # the page's height now, on the server's loop (the next step has not been sent)
+                height = asyncio.run_coroutine_threadsafe(env._ep.page.evaluate(
+                    "document.documentElement.scrollHeight"), env.host.loop).result(30)
+                shot = (await c.screenshot(r.observation), r.observation.screenshot, height)
         return {"task": task, "obs": r.observation, "rewards": rewards, "fired": fired, "shot": shot,
-                "state": await c.state()}
+                "state": await c.state(), "host": env.host}
 
 
 def test_openenv_eight_concurrent_sessions_solve_their_tasks_with_the_scripted_agent(server) -> None:
@@ -77,17 +79,20 @@ def test_openenv_eight_concurrent_sessions_solve_their_tasks_with_the_scripted_a
 
     got = asyncio.run(main())
     assert len(got) == 8 and len({g["task"] for g in got}) == 8
+    assert len({id(g["host"]) for g in got}) == 1  # one browser host (one Chromium) for every session
     for g in got:
         meta = g["obs"].metadata
         assert meta["success"] and g["state"].success, (g["task"], meta)
         assert meta["return"] == pytest.approx(sum(g["rewards"])) and g["fired"]
         assert set(g["fired"]) <= set(meta["completed"])
         assert meta["audit"]["decided_by"] and "value" in meta["audit"]
-        png, info = g["shot"]
+        png, info, height = g["shot"]
         assert info["full_page"] and len(png) == info["bytes"]
+        w, h = BrowserEnvConfig().viewport
         with Image.open(io.BytesIO(png)) as im:
             im.load()  # a truncated PNG fails here
-            assert im.size[0] == BrowserEnvConfig().viewport[0] and im.size[1] >= BrowserEnvConfig().viewport[1]
+            assert im.size == (w, max(h, height)), (g["task"], im.size, height)  # the whole page, not the viewport
+    assert any(g["shot"][2] > BrowserEnvConfig().viewport[1] for g in got)  # mail-attach: a page below the fold
 
 
 def test_openenv_a_dead_session_ends_truncated_and_the_server_goes_on(server) -> None:
