@@ -119,3 +119,39 @@ def test_openenv_a_dead_session_ends_truncated_and_the_server_goes_on(server) ->
 
     asyncio.run(main())
     assert urllib.request.urlopen(url + "/health", timeout=10).status == 200 and not srv.should_exit
+
+
+def test_openenv_agentrl_serve_command_serves_a_task_to_the_client() -> None:
+    """`agentrl serve` as people run it: a subprocess on 127.0.0.1, one episode through openenv-core's client."""
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "agentrl.cli", "serve", "--task",
+                             str(REPO / "tasks/train/click-named-button.yaml"), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if urllib.request.urlopen(url + "/health", timeout=1).status == 200:
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.1)
+
+        async def main():
+            async with AgentrlEnvClient(url) as c:
+                r = await c.reset(seed=0)
+                name = r.observation.goal.split('"')[1]  # Click the "<name>" button.
+                ref = next(line.split("[ref=")[1].rstrip("]") for line in r.observation.axtree.splitlines()
+                           if f'button "{name}"' in line)
+                return await c.step(AgentrlAction(action=f"click({ref})"))
+
+        r = asyncio.run(main())
+        assert r.done and r.reward == pytest.approx(1.0) and r.observation.metadata["success"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
