@@ -180,13 +180,20 @@ class Episode(EpisodeTrace):
 
 
 def read_episodes(run_dirs: Iterable[Path]) -> list[Episode]:
-    """Every episode under the run dirs (any depth: `<run>/episodes/*/trajectory.jsonl` and the like)."""
+    """Every episode under the run dirs (any depth: `<run>/episodes/*/trajectory.jsonl` and the like), or in
+    an `agentrl export` (a .parquet file or an hf folder) given instead of a run dir."""
+    from agentrl.dataset import is_export, read_export
     from agentrl.trajectory import read_trajectory
 
     out = []
     for run in run_dirs:
         if not Path(run).exists():
             raise FileNotFoundError(f"no run directory {run}")
+        if is_export(run):
+            out += [Episode(dir=Path(meta["episode_id"]), task_id=meta["task_id"], seed=meta["seed"],
+                            goal=meta["instruction"], steps=steps, agent=str(meta["agent"] or ""))
+                    for meta, steps, _ in read_export(run)]
+            continue
         for f in sorted(Path(run).rglob("trajectory.jsonl")):
             meta, steps, _ = read_trajectory(f)
             if "task_id" in meta and steps:

@@ -24,6 +24,7 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
         "agentrl.taskspec", "agentrl.suite", "agentrl.registration", "agentrl.suites",  # task specs, suites
         "agentrl.sitespec",  # the sites (the user's own web apps) a task names
         "agentrl.trajectory",  # episode files
+        "agentrl.dataset",  # episode files as Parquet datasets and back
         "agentrl.envs.actions", "agentrl.envs.axtree",  # the action language, observation trees
         "agentrl.rewards.detectors", "agentrl.rewards.desktop_detectors",  # the detectors a task names
         "agentrl.sandbox.apps", "agentrl.sandbox.desktop",  # the apps a task names
@@ -40,6 +41,8 @@ ROOMS: list[tuple[str, tuple[str, ...]]] = [
         "agentrl.fidelity", "agentrl.probe", "agentrl.probe_shortcuts", "agentrl.taskcheck", "agentrl.collect",
         "agentrl.labelling", "agentrl.judge_server",
         "agentrl.testing",  # the task and env checkers (issue 16's env half)
+        "agentrl.openenv_server",  # the tasks as an OpenEnv server and its client
+        "agentrl.trl_env",  # the tasks as TRL's environment_factory, its reward functions
     )),
     ("cli", ("agentrl.cli",)),
 ]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import typer
 
-from agentrl.cli import evaluation, offline, rewards, run, tasks
+from agentrl.cli import datasets, evaluation, offline, rewards, run, serve, tasks
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train and evaluate computer-use agents.")
-COMMANDS = (tasks, run, offline, evaluation, rewards)  # in the order `agentrl --help` lists them
+COMMANDS = (tasks, run, offline, evaluation, rewards, datasets, serve)  # in the order `agentrl --help` lists them
 for _module in COMMANDS:
     _module.register(app)

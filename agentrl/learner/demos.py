@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from agentrl.agents.scripted import ScriptedAgent
+from agentrl.dataset import is_export, read_export
 from agentrl.envs.actions import Action, parse_action
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.envs.browser import BrowserEnvConfig
@@ -286,12 +287,19 @@ def replay_episodes(
 def read_recorded(run_dirs: Iterable[Path]) -> list[EpisodeJob]:
     """The episodes of run dirs as replay jobs: a learner run's ``trajectories.jsonl`` (its rows: task, seed,
     the actions sent), else every ``trajectory.jsonl`` below the dir (`agentrl evaluate`, `agentrl rm
-    collect`, your own agent's episodes written by the env). Unfinished or errored episodes are left out;
-    identical (task, seed, actions) episodes are kept once."""
+    collect`, your own agent's episodes written by the env), or an `agentrl export` (Parquet). Unfinished or
+    errored episodes are left out; identical (task, seed, actions) episodes are kept once."""
     jobs: dict[tuple, EpisodeJob] = {}
     for run in map(Path, run_dirs):
         if not run.exists():
             raise FileNotFoundError(f"no run directory {run}")
+        if is_export(run):  # `agentrl export`'s Parquet (either granularity)
+            for meta, steps, finished in read_export(run):
+                acts = tuple(s.action for s in steps)
+                if finished:
+                    jobs.setdefault((meta["task_id"], meta["seed"], acts), EpisodeJob(
+                        meta["task_id"], meta["seed"], acts, round(sum(s.reward for s in steps), 6)))
+            continue
         learner = run / "trajectories.jsonl"
         if learner.exists():
             for n, line in enumerate(learner.read_text().splitlines(), 1):
