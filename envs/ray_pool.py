@@ -1,4 +1,4 @@
-"""Rollout envs inside Ray actors: the ``ray`` backend of `agentrl.envs.pool` (``pip install agentrl[ray]``).
+"""Rollout envs inside Ray actors: the ``ray`` backend of `agentrl.envs.pool.make_pool` (``pip install agentrl[ray]``).
 
 Each `EnvWorker` actor is a process with its own Chromium (`BrowserHost.shared()`), its own sandbox server
 (`default_sandbox()`, started on first use inside the actor) and the desktop displays of its desktop tasks;
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentrl.envs.host import BrowserHost
-from agentrl.envs.pool import PoolConfig, Recycler, WorkerLost, chromium_stats, process_rss_mb
+from agentrl.envs.workers import PoolConfig, Recycler, WorkerLost, chromium_stats, process_rss_mb
 
 
 def ray_init(address: str | None = None) -> Any:

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from agentrl.envs.host import browser_pids
-from agentrl.envs.pool import PoolConfig
+from agentrl.envs.workers import PoolConfig
 
 from agentrl.learner.config import SHORT_SYSTEM_PROMPT
 from agentrl.learner.rollout import GroupJob, RolloutEngine

@@ -45,7 +45,8 @@ from agentrl.envs.actions import ActionError, parse_action
 from agentrl.envs.axtree import parse_snapshot
 from agentrl.envs.browser import BrowserEnvConfig
 from agentrl.envs.host import BrowserHost
-from agentrl.envs.pool import PoolConfig, WorkerLost, make_pool
+from agentrl.envs.pool import make_pool
+from agentrl.envs.workers import PoolConfig, WorkerLost
 from agentrl.learner.action_space import ActionSpace, candidate_actions, compact_observation
 from agentrl.policy.hf_backend import HFGenerator
 from agentrl.policy.prompt import PromptBuilder, PromptTooLongError
