@@ -22,6 +22,7 @@ import asyncio
 import itertools
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,3 +221,117 @@ class RayPool:
         for w in live:
             self.ray.kill(w.handle, no_restart=True)
             w.alive = False
+
+
+# ---------------------------------------------------------------- whole episodes (evaluate, rm collect)
+class EpisodeWorker:
+    """The actor body for runs whose agent lives with the env (`agentrl evaluate`, `agentrl rm collect`):
+    `make_runner(index)` builds, inside the actor, an object with ``run(job) -> result`` and ``close()``
+    (its agent and one env per task); episodes run one at a time, and the browser is restarted between
+    two of them when a limit of `PoolConfig` says so."""
+
+    def __init__(self, make_runner: Any, index: int, config: PoolConfig) -> None:
+        self.config = config
+        self.runner = make_runner(index)
+        self.episodes = 0
+        self.restarts = 0
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def run(self, job: Any) -> Any:
+        result = self.runner.run(job)
+        self.episodes += 1
+        c = self.config
+        if (c.restart_after and self.episodes >= c.restart_after) or (
+            c.restart_above_mb and chromium_stats()["chromium_rss_mb"] > c.restart_above_mb
+        ):
+            self.runner.close()  # its envs are made again for the next episode, on the new browser
+            host = BrowserHost.shared()
+            host.run(host.restart())
+            self.episodes, self.restarts = 0, self.restarts + 1
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "rss_mb": process_rss_mb(), "restarts": self.restarts, **chromium_stats()}
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def run_episodes(
+    jobs: list[Any], make_runner: Any, config: PoolConfig, on_result: Any, on_failed: Any, on_lost: Any = None,
+) -> dict[str, int]:
+    """Run every job on ``config.workers`` `EpisodeWorker` actors, one episode in flight per actor (a dead
+    actor takes one episode with it, which is re-run on another from the same seed), handing each result to
+    `on_result` as it comes, in this process (so the run's files are written here, as episodes finish).
+
+    `on_failed(job, reason)` makes the record of an episode that could not be run: after ``retries`` lost
+    workers, or past ``episode_timeout_s`` (its actor is killed and replaced). `on_lost(index)`: worker
+    `index` died (its partial files can go). Returns counts: episodes, reruns, lost_workers, timeouts."""
+    ray = ray_init(config.address)
+    check_placement(ray, min(config.workers, len(jobs)) or 1, config.cpus_per_worker)
+    actor = ray.remote(EpisodeWorker).options(num_cpus=config.cpus_per_worker, max_concurrency=2)
+    lost_errors = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
+    spawned = itertools.count()
+    idle: list[tuple[int, Any]] = []
+    for _ in range(max(1, min(config.workers, len(jobs)))):
+        i = next(spawned)
+        idle.append((i, actor.remote(make_runner, i, config)))
+    pending = list(reversed(jobs))
+    tries: dict[int, int] = {}
+    inflight: dict[Any, tuple[int, Any, Any, float]] = {}  # ref -> (worker index, handle, job, start)
+    counts = {"episodes": 0, "reruns": 0, "lost_workers": 0, "timeouts": 0}
+
+    def replace(index: int, handle: Any) -> None:
+        ray.kill(handle, no_restart=True)
+        counts["lost_workers"] += 1
+        if on_lost is not None:
+            on_lost(index)
+        j = next(spawned)
+        idle.append((j, actor.remote(make_runner, j, config)))
+
+    try:
+        while pending or inflight:
+            while pending and idle:  # backpressure: a job goes out only to an idle worker
+                index, handle = idle.pop()
+                job = pending.pop()
+                inflight[handle.run.remote(job)] = (index, handle, job, time.monotonic())
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                index, handle, job, _t0 = inflight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except lost_errors as e:
+                    replace(index, handle)
+                    key = id(job)
+                    tries[key] = tries.get(key, 0) + 1
+                    if tries[key] <= config.retries:
+                        counts["reruns"] += 1
+                        pending.append(job)  # next out, on another worker, from the same seed
+                    else:
+                        counts["episodes"] += 1
+                        on_result(on_failed(job, f"rollout worker died {tries[key]} times under this episode "
+                                                 f"({type(e).__name__})"))
+                    continue
+                idle.append((index, handle))
+                counts["episodes"] += 1
+                on_result(result)
+            now = time.monotonic()
+            for ref, (index, handle, job, t0) in list(inflight.items()):
+                if now - t0 > config.episode_timeout_s:
+                    inflight.pop(ref)
+                    replace(index, handle)
+                    counts["timeouts"] += 1
+                    counts["episodes"] += 1
+                    on_result(on_failed(job, f"episode timeout: longer than {config.episode_timeout_s:g} s"))
+    finally:
+        handles = [h for _, h in idle] + [h for _, h, _, _ in inflight.values()]
+        try:
+            ray.get([h.close.remote() for h in handles], timeout=120)
+        except Exception:  # noqa: BLE001 - a worker that cannot close is killed below all the same
+            pass
+        for h in handles:
+            ray.kill(h, no_restart=True)
+    counts["lost_workers"] -= counts["timeouts"]
+    return counts

@@ -114,7 +114,7 @@ def make_engine(cfg: TrainConfig, specs: list[TaskSpec], generator: Any) -> Roll
         specs, generator, builder, num_envs=cfg.num_envs, click_roles=cfg.click_roles,
         extra_actions=cfg.extra_actions, observation=cfg.observation, described=cfg.described_actions,
         typing=cfg.typing_candidates, answers=cfg.answer_candidates, actions=cfg.actions,
-        max_new_tokens=cfg.max_new_tokens, parse_error_penalty=cfg.parse_error_penalty,
+        max_new_tokens=cfg.max_new_tokens, parse_error_penalty=cfg.parse_error_penalty, pool=cfg.pool_config(),
         env_config=BrowserEnvConfig(
             record=False, keep_episode_dirs=False, action_timeout_ms=20_000, settle_timeout_ms=20_000,
             isolation=cfg.isolation,

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from agentrl.envs.workers import PoolConfig
 from agentrl.registry import did_you_mean
 from agentrl.yamlpos import load_mapping
 
@@ -75,7 +76,11 @@ class TrainConfig:
     # --- rollouts
     group_size: int = 8  # G rollouts per (task, seed) group, same seeded start state
     groups_per_step: int = 16
-    num_envs: int = 32  # concurrent browser envs (one Chromium, one event loop)
+    num_envs: int = 32  # concurrent browser envs of the local pool (one Chromium, one event loop)
+    # where the envs run (agentrl.envs.workers.PoolConfig): {backend: local | ray, address, workers,
+    # cpus_per_worker, max_envs (per worker; local: num_envs), episode_timeout_s, restart_after,
+    # restart_above_mb, retries}; None: the local pool. `agentrl train --ray-address` sets backend and address.
+    rollout: dict[str, Any] | None = None
     # "context": a new browser context per episode; "storage": two per env taking turns, wiped in the
     # background (faster; BrowserEnvConfig.isolation)
     isolation: str = "context"
@@ -123,10 +128,18 @@ class TrainConfig:
             raise ValueError("temperature must be > 0 for training rollouts (greedy is for evaluation: eval_greedy)")
         if self.micro_batch_tokens < 1 or self.max_new_tokens < 1:
             raise ValueError("micro_batch_tokens and max_new_tokens must be >= 1")
+        self.pool_config()  # a bad rollout mapping is an error now, naming the key
         if self.lora is not None:
             unknown = set(self.lora) - {"r", "alpha", "dropout", "target_modules", "bias"}
             if unknown:
                 raise ValueError(f"lora: unknown keys {sorted(unknown)} (known: r, alpha, dropout, target_modules, bias)")
+
+    def pool_config(self) -> PoolConfig:
+        """The rollout pool: ``rollout`` over the defaults, the local pool's max_envs being ``num_envs``."""
+        rollout = dict(self.rollout or {})
+        if rollout.get("backend", "local") == "local":
+            rollout.setdefault("max_envs", self.num_envs)
+        return PoolConfig.of(rollout)
 
     @property
     def learning_rate(self) -> float:

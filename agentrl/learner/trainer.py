@@ -207,12 +207,17 @@ def train(
     resume: bool = False,
     max_steps: int | None = None,
     progress: bool = True,
+    rollout: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) a run; returns the summary also written to ``run_dir/summary.json``."""
+    """Train (or resume) a run; returns the summary also written to ``run_dir/summary.json``. `rollout`:
+    where the envs run from now on (the config's ``rollout``, e.g. a resumed run moved onto a Ray cluster)."""
     run_dir = Path(run_dir)
     if resume:
         cfg = TrainConfig.load(run_dir / "config.yaml")
     assert cfg is not None
+    if rollout is not None:
+        cfg.rollout = rollout
+        cfg.pool_config()
     check_generator(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.yaml")
