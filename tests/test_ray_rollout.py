@@ -135,3 +135,57 @@ def test_ray_killed_worker_loses_no_episode(ray_local, setup, tmp_path: Path) ->
     while (orphans := marked_chromium() - set(browser_pids())) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not orphans, f"Chromium processes left behind by the Ray workers: {sorted(orphans)}"
+
+
+def outcomes(results) -> dict:
+    return {(r.task_id, r.seed): (r.success, r.return_, r.actions, r.milestones, r.error) for r in results}
+
+
+def test_ray_evaluate_survives_a_killed_worker_and_matches_local(ray_local, tmp_path: Path) -> None:
+    """`agentrl evaluate` on Ray actors: an actor process killed (SIGKILL) mid-run costs no episode, and every
+    (task, seed) scores what the local run scores."""
+    import signal
+
+    from agentrl.evaluate import evaluate, load_results
+
+    tasks = [load_task(REPO / "tasks/core/reports-open.yaml"), load_task(REPO / "tasks/core/accounts-login.yaml")]
+    seeds = [0, 1, 2, 3]
+    out = tmp_path / "ray"
+    killed: list[int] = []
+
+    def kill_first_worker() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            rows = (out / "results.jsonl").read_text().splitlines() if (out / "results.jsonl").exists() else []
+            if rows:  # a worker has finished an episode and is on its next one: kill its process
+                pid = json.loads(rows[0])["worker_pid"]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.02)
+
+    threading.Thread(target=kill_first_worker, daemon=True).start()
+    pool = PoolConfig(backend="ray", workers=2, cpus_per_worker=0.5)
+    s = evaluate(tasks, "scripted", seeds, out, pool=pool, progress=False, report=False)
+    assert killed and s["episodes"] == 8 and s["errors"] == 0 and s["success_rate"] == 1.0
+    assert s["ray"]["reruns"] >= 1 and s["ray"]["lost_workers"] >= 1
+    ray_results = load_results(out)
+    assert sorted((r.task_id, r.seed) for r in ray_results) == sorted((t.id, x) for t in tasks for x in seeds)
+    # every recorded episode dir is in the run (moved out of its worker's staging folder), none half-written
+    assert all((out / r.episode_dir / "trajectory.jsonl").exists() for r in ray_results)
+    assert not list((out / "episodes").glob(".worker-*"))
+    evaluate(tasks, "scripted", seeds, tmp_path / "local", progress=False, report=False)
+    assert outcomes(ray_results) == outcomes(load_results(tmp_path / "local"))
+
+
+def test_ray_rm_collect_writes_what_the_local_collect_writes(ray_local, tmp_path: Path) -> None:
+    from agentrl.collect import collect
+
+    spec = load_task(REPO / "tasks/core/reports-open.yaml")
+    rows = {}
+    for name, pool in (("local", None), ("ray", PoolConfig(backend="ray", workers=2, cpus_per_worker=0.5))):
+        out = collect([spec], [0, 1], tmp_path / name, random_episodes=1, prefixes=1, progress=False, pool=pool)
+        lines = [json.loads(x) for x in (out / "episodes.jsonl").read_text().splitlines()]
+        assert all(r["error"] is None and (out / "episodes" / r["episode"] / "trajectory.jsonl").exists() for r in lines)
+        rows[name] = sorted((r["task_id"], r["seed"], r["agent"], r["return"]) for r in lines)
+    assert rows["ray"] == rows["local"] and len(rows["ray"]) >= 2 * 3
