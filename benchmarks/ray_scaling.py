@@ -57,13 +57,51 @@ def run(policy, spec, pool: PoolConfig, episodes: int, seed0: int) -> dict:
             "policy_s": s["policy_s"], "infra_failures": s["infra_failures"], "workers": mem}
 
 
+def obs_bytes(episodes: int = 2) -> dict:
+    """What one step sends from a worker to the learner: the pickled (obs, reward, terminated, truncated,
+    info) of the scripted agent's steps on the web suite's tasks, without and with a screenshot."""
+    import pickle
+
+    from agentrl.envs.browser import BrowserEnvConfig
+    from agentrl.envs.factory import make_env
+
+    from agentrl.agents import ScriptedAgent
+    from agentrl.suite import load_suite_spec
+
+    tasks, _ = load_suite_spec(REPO / "tasks/web").split("train", 1)
+    out = {}
+    for shot in (False, True):
+        sizes = []
+        for spec in [t for t in tasks if t.env == "browser"][::6]:
+            env = make_env(spec, BrowserEnvConfig(screenshot=shot, record=False, keep_episode_dirs=False))
+            try:
+                for seed in range(episodes):
+                    obs, info = env.reset(seed=seed)
+                    agent = ScriptedAgent()
+                    agent.reset(obs, info, env.variant)
+                    done = False
+                    while not done:
+                        step = env.step(agent.act(obs))
+                        obs, done = step[0], step[2] or step[3]
+                        sizes.append(len(pickle.dumps(step)))
+            finally:
+                env.close()
+        out["with_screenshot" if shot else "text"] = {"steps": len(sizes), "median_bytes": statistics.median(sizes),
+                                                      "max_bytes": max(sizes)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--obs-bytes", action="store_true", help="only measure the bytes a step sends back")
     ap.add_argument("--envs", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--episodes", type=int, default=48, help="per configuration (multiple of 4)")
     ap.add_argument("--configs", nargs="+", default=["local", "ray-1", "ray-2"])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.obs_bytes:
+        print(json.dumps(obs_bytes(), indent=2))
+        return
     torch.set_num_threads(1)
     import ray
 

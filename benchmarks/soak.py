@@ -27,26 +27,45 @@ MARK_KEY = "AGENTRL_SOAK_MARK"
 
 
 def marked() -> dict[str, float]:
-    """Processes with this run's mark: Chromium count and RSS, the others' RSS (MB)."""
+    """This run's processes: those under this one (Ray's, its actors, their Chromium) and any with the run's
+    mark in their environment wherever they hang (an orphaned browser; Chromium's child processes rewrite
+    their environment block, its browser process keeps it). Chromium count and RSS, the others' RSS (MB),
+    and CPU seconds (each live process's own and that of the children it has reaped)."""
     mark = f"{MARK_KEY}={os.environ[MARK_KEY]}".encode()
-    out = {"chromium_processes": 0, "chromium_rss_mb": 0.0, "other_processes": 0, "other_rss_mb": 0.0, "cpu_s": 0.0}
     tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, str, float, float, bool]] = {}
     for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
+        if not d.name.isdigit():
             continue
         try:
-            if mark not in (d / "environ").read_bytes():
-                continue
-            comm = (d / "comm").read_text().strip()
-            rss = next((int(x.split()[1]) for x in (d / "status").read_text().splitlines() if x.startswith("VmRSS:")), 0)
             stat = (d / "stat").read_text()
+            rss = next((int(x.split()[1]) for x in (d / "status").read_text().splitlines() if x.startswith("VmRSS:")), 0)
+            tagged = mark in (d / "environ").read_bytes()
         except (OSError, StopIteration):
             continue
-        # its CPU and that of its children it has reaped (a closed context's renderer, a finished worker)
-        out["cpu_s"] += sum(int(x) for x in stat[stat.rindex(")") + 2:].split()[11:15]) / tick
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z":
+            continue
+        procs[int(d.name)] = (int(fields[1]), comm, rss / 1024, sum(int(x) for x in fields[11:15]) / tick, tagged)
+    me = os.getpid()
+    ours = {p for p, v in procs.items() if v[4]}
+    children: dict[int, list[int]] = {}
+    for p, v in procs.items():
+        children.setdefault(v[0], []).append(p)
+    stack = [me]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            ours.add(c)
+            stack.append(c)
+    ours.discard(me)
+    out = {"chromium_processes": 0, "chromium_rss_mb": 0.0, "other_processes": 0, "other_rss_mb": 0.0, "cpu_s": 0.0}
+    for p in ours:
+        _, comm, rss, cpu, _ = procs[p]
         kind = "chromium" if "chrom" in comm else "other"
         out[f"{kind}_processes"] += 1
-        out[f"{kind}_rss_mb"] += rss / 1024
+        out[f"{kind}_rss_mb"] += rss
+        out["cpu_s"] += cpu
     return out
 
 

@@ -10,6 +10,9 @@ decisions, the ids the learner trains on and their log-probs never leave the lea
     pool = RayPool(PoolConfig(backend="ray", workers=4, max_envs=8), env_config)
     env = await pool.acquire(spec)      # the least-loaded live worker with a free slot (else waits: backpressure)
 
+Whole episodes (`agentrl evaluate`, `agentrl rm collect`, whose agent lives with the env): `run_episodes`
+on `EpisodeWorker` actors, one episode in flight per actor.
+
 Faults: a call on a dead actor raises `WorkerLost`; the pool starts a replacement actor (the CPUs it held are
 free again) and the caller re-runs the episode from its seed. Placement: every actor reserves
 ``cpus_per_worker`` CPUs; asking for more than the cluster has is an error here, before any actor is made,
