@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from agentrl.agents import RandomAgent, ScriptedAgent
-from agentrl.envs.episode import EpisodeEnv
 from agentrl.envs.factory import make_env
-from agentrl.envs.workers import PoolConfig
+from agentrl.envs.workers import EnvCache, PoolConfig
 from agentrl.evaluate import run_episode, settle
 
 
@@ -51,19 +50,17 @@ class _Runner:
     """Plays jobs in one env per (task, max_steps), writing episodes under ``out_dir/episodes`` (through a
     worker's own staging folder on Ray: a dead worker's unfinished episode never reaches the pairs)."""
 
-    def __init__(self, out_dir: Path, screenshot: bool, staging: str | None = None) -> None:
+    def __init__(self, out_dir: Path, screenshot: bool, staging: str | None = None, max_envs: int | None = None) -> None:
         self.root = out_dir / "episodes"
         self.staging = self.root / staging if staging else None
         self.screenshot = screenshot
-        self.envs: dict[tuple[str, int | None], EpisodeEnv] = {}
+        self.envs = EnvCache(max_envs)  # one env per (task, max_steps), at most max_envs kept
 
     def run(self, job: _Job) -> dict[str, Any]:
-        key = (job.spec.id, job.max_steps)
-        if key not in self.envs:
-            # the task's env: the browser, or a desktop for an `env: desktop` task
-            self.envs[key] = make_env(job.spec, root_dir=self.staging or self.root, max_steps=job.max_steps,
-                                      screenshot=self.screenshot)
-        r = run_episode(self.envs[key], job.agent, job.seed)
+        # the task's env: the browser, or a desktop for an `env: desktop` task
+        env = self.envs.get((job.spec.id, job.max_steps), lambda: make_env(
+            job.spec, root_dir=self.staging or self.root, max_steps=job.max_steps, screenshot=self.screenshot))
+        r = run_episode(env, job.agent, job.seed)
         episode = Path(r.episode_dir)
         if self.staging is not None:
             episode = settle(episode, self.root)
@@ -71,13 +68,11 @@ class _Runner:
                 "return": r.return_, "error": r.error}
 
     def close(self) -> None:
-        envs, self.envs = self.envs, {}
-        for env in envs.values():
-            env.close()
+        self.envs.close()
 
 
-def _ray_runner(out_dir: Path, screenshot: bool, index: int) -> _Runner:
-    return _Runner(out_dir, screenshot, staging=f".worker-{index}")
+def _ray_runner(out_dir: Path, screenshot: bool, max_envs: int, index: int) -> _Runner:
+    return _Runner(out_dir, screenshot, staging=f".worker-{index}", max_envs=max_envs)
 
 
 def _failed(job: _Job, reason: str) -> dict[str, Any]:
@@ -127,7 +122,7 @@ def collect(
             from agentrl.envs.ray_pool import run_episodes
 
             episodes = out_dir / "episodes"
-            run_episodes(jobs, functools.partial(_ray_runner, out_dir, screenshot), pool, on_result, _failed,
+            run_episodes(jobs, functools.partial(_ray_runner, out_dir, screenshot, pool.max_envs), pool, on_result, _failed,
                          on_lost=lambda i: shutil.rmtree(episodes / f".worker-{i}", ignore_errors=True))
             for leftover in episodes.glob(".worker-*"):
                 shutil.rmtree(leftover, ignore_errors=True)

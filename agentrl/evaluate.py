@@ -42,7 +42,7 @@ from agentrl.agents import Agent, make_agent
 from agentrl.envs.browser import BrowserEnvConfig
 from agentrl.envs.episode import EpisodeEnv
 from agentrl.envs.factory import make_env
-from agentrl.envs.workers import PoolConfig
+from agentrl.envs.workers import EnvCache, PoolConfig
 from agentrl.report import write_report
 from agentrl.stats import bootstrap_mean_ci, wilson_ci
 from agentrl.taskspec import TaskSpec, load_suite
@@ -130,19 +130,18 @@ class _Runner:
     ``root_dir`` once it has ended, so a worker that dies leaves its unfinished episode in its own staging
     folder (removed by the caller), never among the run's episodes."""
 
-    def __init__(self, agent: str, options: dict[str, Any], config: BrowserEnvConfig, staging: str | None = None) -> None:
+    def __init__(self, agent: str, options: dict[str, Any], config: BrowserEnvConfig, staging: str | None = None,
+                 max_envs: int | None = None) -> None:
         self.agent = make_agent(agent, seed=0, **options)
         self.final_root = config.root_dir
         self.staging = Path(config.root_dir) / staging if staging and config.root_dir else None
         self.config = dataclasses.replace(config, root_dir=self.staging) if self.staging else config
-        self.envs: dict[str, EpisodeEnv] = {}
+        self.envs = EnvCache(max_envs)  # one env per task, at most max_envs kept
 
     def run(self, job: _Job) -> EpisodeResult:
         t0 = time.perf_counter()
         try:
-            env = self.envs.get(job.task.id)
-            if env is None:
-                env = self.envs[job.task.id] = make_env(job.task, self.config)
+            env = self.envs.get(job.task.id, lambda: make_env(job.task, self.config))
             r = run_episode(env, self.agent, job.seed)
             if self.staging is not None and r.episode_dir:
                 r = r.model_copy(update={"episode_dir": str(settle(Path(r.episode_dir), Path(self.final_root)))})
@@ -152,9 +151,7 @@ class _Runner:
 
     def close(self) -> None:
         """Close the envs (the next job makes them again)."""
-        envs, self.envs = self.envs, {}
-        for env in envs.values():
-            env.close()
+        self.envs.close()
 
 
 def settle(episode_dir: Path, root: Path) -> Path:
@@ -166,8 +163,8 @@ def settle(episode_dir: Path, root: Path) -> Path:
     return dest
 
 
-def _ray_runner(agent: str, options: dict[str, Any], config: BrowserEnvConfig, index: int) -> _Runner:
-    return _Runner(agent, options, config, staging=f".worker-{index}")
+def _ray_runner(agent: str, options: dict[str, Any], config: BrowserEnvConfig, max_envs: int, index: int) -> _Runner:
+    return _Runner(agent, options, config, staging=f".worker-{index}", max_envs=max_envs)
 
 
 def _failed(job: _Job, error: str, seconds: float = 0.0) -> EpisodeResult:
@@ -322,7 +319,7 @@ def evaluate(
 
             episodes = Path(cfg.root_dir)
             run_meta["ray"] = run_episodes(
-                jobs, functools.partial(_ray_runner, agent, options, cfg), pool, on_result,
+                jobs, functools.partial(_ray_runner, agent, options, cfg, pool.max_envs), pool, on_result,
                 on_failed=lambda j, reason: _failed(j, reason),
                 on_lost=lambda i: shutil.rmtree(episodes / f".worker-{i}", ignore_errors=True),
             )

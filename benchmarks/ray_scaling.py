@@ -91,14 +91,49 @@ def obs_bytes(episodes: int = 2) -> dict:
     return out
 
 
+class _Echo:
+    def step(self, payload: bytes) -> dict:
+        return {"axtree": payload.decode(), "goal": "x", "reward": 0.0}
+
+
+def ray_hop(n: int = 300, size: int = 14_000) -> dict:
+    """The Ray hop alone: an actor call from an asyncio loop that sends an action and returns a
+    `size`-byte observation (the median text step), `n` times in a row; median and p90 in ms."""
+    import asyncio
+
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    actor = ray.remote(_Echo).options(num_cpus=0.5).remote()
+    payload = b"x" * size
+
+    async def go() -> list[float]:
+        await actor.step.remote(payload)
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await actor.step.remote(payload)
+            out.append((time.perf_counter() - t0) * 1000)
+        return out
+
+    ms = sorted(asyncio.run(go()))
+    ray.shutdown()
+    return {"calls": n, "bytes": size, "median_ms": statistics.median(ms), "p90_ms": ms[int(0.9 * n)],
+            "load": os.getloadavg()[0]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--obs-bytes", action="store_true", help="only measure the bytes a step sends back")
+    ap.add_argument("--hop", action="store_true", help="only measure the Ray round trip of one step")
     ap.add_argument("--envs", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--episodes", type=int, default=48, help="per configuration (multiple of 4)")
     ap.add_argument("--configs", nargs="+", default=["local", "ray-1", "ray-2"])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.hop:
+        print(json.dumps(ray_hop(), indent=2))
+        return
     if args.obs_bytes:
         print(json.dumps(obs_bytes(), indent=2))
         return

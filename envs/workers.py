@@ -174,3 +174,28 @@ async def _close_quietly(env: Any) -> None:
         await asyncio.wait_for(env.close(), timeout=30)
     except Exception:  # noqa: BLE001 - a broken env is being thrown away; its browser is restarted if dead
         pass
+
+
+class EnvCache:
+    """A worker's envs for whole-episode runs (evaluate, rm collect), by key (a task): at most `max_envs`
+    kept (None: no bound). Each kept env holds a browser context made ready for its next episode (and its
+    renderer process), so a worker that meets many tasks would otherwise keep one per task it has seen: the
+    least recently used env is closed when a new one would pass the bound."""
+
+    def __init__(self, max_envs: int | None = None) -> None:
+        self.max_envs = max_envs
+        self.envs: dict[Any, Any] = {}  # in use order, the most recent last
+
+    def get(self, key: Any, make: Any) -> Any:
+        env = self.envs.pop(key, None)
+        if env is None:
+            while self.max_envs and len(self.envs) >= self.max_envs:
+                self.envs.pop(next(iter(self.envs))).close()
+            env = make()
+        self.envs[key] = env
+        return env
+
+    def close(self) -> None:
+        envs, self.envs = self.envs, {}
+        for env in envs.values():
+            env.close()
