@@ -240,6 +240,7 @@ def test_worker_keeps_at_most_max_envs(tmp_path: Path) -> None:
     """A worker meeting many tasks keeps at most max_envs envs (each with a context made ready and its
     renderer): the least recently used one is closed, and Chromium's processes stop growing with tasks."""
     from agentrl.envs.workers import chromium_stats
+
     from agentrl.evaluate import _Job, _Runner
 
     tasks = load_tasks(SUITES_DIR / "core")[:4]
