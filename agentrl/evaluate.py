@@ -269,12 +269,16 @@ def evaluate(
     meta: dict[str, Any] | None = None,
     report: bool = True,
     pool: PoolConfig | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run every task x seed with `workers` processes; returns the summary (also in out_dir/summary.json).
 
     `pool`: with ``backend="ray"`` the episodes run on ``pool.workers`` Ray actors instead (each its agent,
     browser and sandbox server; `agentrl.envs.ray_pool.run_episodes`): a dead actor's episode is re-run on
     another from its seed, and one past ``pool.episode_timeout_s`` is recorded as an error, never a score.
+
+    `resume`: keep the episodes already in out_dir/results.jsonl (a run that was stopped or killed) and run
+    only the (task, seed) episodes it lacks.
 
     `categories`: task id -> category (from `Suite.category`; default the task's own field). `meta` (suite,
     split, ...) goes into run.json and summary.json. `report`: also write out_dir/report.html.
@@ -288,6 +292,12 @@ def evaluate(
     options = {k: v for k, v in (agent_options or {}).items() if v is not None}
     cats = {t.id: (categories or {}).get(t.id) or t.category or "uncategorised" for t in tasks}
     jobs = [_Job(i, t, s, cats[t.id]) for i, (t, s) in enumerate((t, s) for t in tasks for s in seeds)]
+    order = {(j.task.id, j.seed): j.index for j in jobs}
+    results: list[EpisodeResult] = []
+    if resume and (out_dir / "results.jsonl").exists():
+        results = [r for r in load_results(out_dir) if (r.task_id, r.seed) in order]
+        done = {(r.task_id, r.seed) for r in results}
+        jobs = [j for j in jobs if (j.task.id, j.seed) not in done]
     on_ray = pool is not None and pool.backend == "ray"
     workers = max(1, min(pool.workers if on_ray else workers, len(jobs)))
     started = time.perf_counter()
@@ -295,12 +305,11 @@ def evaluate(
         "agent": agent, "agent_options": options, **(meta or {}), "seeds": list(seeds),
         "task_files": {t.id: str(t.path) for t in tasks}, "workers": workers,
         "backend": "ray" if on_ray else "local", "git_commit": git_commit(),
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"), **({"resumed_with": len(results)} if resume else {}),
         "env_config": {k: _config_value(v) for k, v in asdict(cfg).items()},
     }
     (out_dir / "run.json").write_text(json.dumps(run_meta, indent=2))
-    results: list[EpisodeResult] = []
-    with (out_dir / "results.jsonl").open("w") as f, Progress(
+    with (out_dir / "results.jsonl").open("a" if resume else "w") as f, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         disable=not progress, transient=False,
     ) as bar:
@@ -314,7 +323,9 @@ def evaluate(
             mark = "ok" if r.success else ("error" if r.error else "fail")
             bar.update(job, advance=1, description=f"{agent}: {ok}/{len(results)} solved · last {r.task_id} s{r.seed} {mark}")
 
-        if on_ray:
+        if not jobs:
+            pass  # a resumed run that had recorded every episode
+        elif on_ray:
             from agentrl.envs.ray_pool import run_episodes
 
             episodes = Path(cfg.root_dir)
@@ -334,7 +345,6 @@ def evaluate(
                 runner.close()
         else:
             _run_parallel(jobs, workers, agent, options, cfg, on_result)
-    order = {(j.task.id, j.seed): j.index for j in jobs}
     results.sort(key=lambda r: order[(r.task_id, r.seed)])
     summary = summarise(results, tasks, **{k: v for k, v in run_meta.items() if k != "env_config"},
                         wall_s=time.perf_counter() - started)

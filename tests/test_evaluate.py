@@ -256,3 +256,18 @@ def test_worker_keeps_at_most_max_envs(tmp_path: Path) -> None:
     finally:
         runner.close()
     assert max(counts[2:]) <= counts[1] + 1, counts  # after two tasks: no more envs, no more renderers kept
+
+
+def test_evaluate_resume_runs_only_the_missing_episodes(tmp_path: Path) -> None:
+    """A run killed midway keeps what it recorded: `resume` runs only the (task, seed) episodes missing from
+    results.jsonl, and the summary counts every episode once."""
+    tasks = load_tasks(SUITES_DIR / "core", ["reports-open", "accounts-login"])
+    evaluate(tasks, "scripted", [0, 1], tmp_path, progress=False, report=False)
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    (tmp_path / "results.jsonl").write_text("\n".join(lines[:3]) + "\n")  # as if killed after 3 episodes
+    kept = [json.loads(x) for x in lines[:3]]
+    s = evaluate(tasks, "scripted", [0, 1], tmp_path, progress=False, report=False, resume=True)
+    rows = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert s["episodes"] == 4 and s["success_rate"] == 1.0 and len(rows) == 4
+    assert rows[:3] == kept  # the recorded episodes untouched, one new one appended
+    assert sorted((r["task"], r["seed"]) for r in rows) == sorted((t.id, x) for t in tasks for x in (0, 1))

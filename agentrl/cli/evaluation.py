@@ -50,6 +50,8 @@ def evaluate(
                                     "--backend ray."),
     cpus_per_worker: float = typer.Option(1.0, help="ray: CPUs each worker actor reserves (fractions allowed)."),
     episode_timeout: float = typer.Option(900.0, help="ray: an episode longer than this (s) is recorded as an error."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the episodes already in OUT/results.jsonl (a stopped "
+                                "or killed run) and run only the missing ones."),
     out: Path = typer.Option(Path("runs/eval"), help="Run directory."),
     task: list[str] = typer.Option(None, help="Only these task ids (repeatable)."),
     screenshots: bool = typer.Option(True, "--screenshots/--no-screenshots", help="Record a screenshot per step."),
@@ -120,7 +122,7 @@ def evaluate(
         summary = run_eval(
             tasks, agent, seed_list, out, config=config, workers=workers, agent_options=options,
             categories={t.id: s.category(t) for t in tasks}, meta={"suite": s.name, "split": split},
-            report=report, progress=console.is_terminal, pool=pool,
+            report=report, progress=console.is_terminal, pool=pool, resume=resume,
         )
     except (KeyError, ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         err.print(f"evaluate: {e.args[0] if e.args else e}", markup=False)
