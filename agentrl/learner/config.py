@@ -85,6 +85,12 @@ class TrainConfig:
     # background (faster; BrowserEnvConfig.isolation)
     isolation: str = "context"
     temperature: float = 1.0
+    # rollouts for step k+1 run while the learner updates on step k (a generator with its own copy of the
+    # weights, synced after each update); a turn sampled more than max_staleness weight versions before the
+    # update it is trained in is dropped with its episode; off-policy turns get the truncated-IS correction
+    # (tis_cap, on by default here). hf generator, no LoRA; not across an evaluation or a checkpoint.
+    async_rollouts: bool = False
+    max_staleness: int = 1
     # --- optimisation. The defaults suit a pretrained 0.5B-8B model (docs/training.md); the tiny recipes
     # (configs/tiny-*.yaml) set their own.
     lr: float | None = None  # None: 1e-6 for all weights, 1e-5 with LoRA
@@ -129,6 +135,10 @@ class TrainConfig:
         if self.micro_batch_tokens < 1 or self.max_new_tokens < 1:
             raise ValueError("micro_batch_tokens and max_new_tokens must be >= 1")
         self.pool_config()  # a bad rollout mapping is an error now, naming the key
+        if self.async_rollouts and (self.generator != "hf" or self.lora is not None):
+            raise ValueError("async_rollouts needs generator: hf without lora (vLLM sleeps through the update)")
+        if self.max_staleness < 0:
+            raise ValueError(f"max_staleness must be >= 0, not {self.max_staleness}")
         if self.lora is not None:
             unknown = set(self.lora) - {"r", "alpha", "dropout", "target_modules", "bias"}
             if unknown:

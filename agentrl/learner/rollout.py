@@ -193,6 +193,9 @@ class RolloutEngine:
         # it): a group's G samples share one forward even when their envs ask at different times
         self._scores: dict[tuple, Any] = {}
         self._seed = 0
+        # held while deciding: the trainer takes it to swap the generator's weights between two decision
+        # batches when rollouts overlap the update (async_rollouts), then `weights_changed` drops the scores
+        self.policy_lock = threading.RLock()
 
     # ------------------------------------------------------------ public
     def collect(
@@ -268,7 +271,16 @@ class RolloutEngine:
         self.pool.close()
 
     # ------------------------------------------------------------ policy side (calling thread)
+    def weights_changed(self) -> None:
+        """The generator's weights changed (call it holding `policy_lock`): scores of the old ones go."""
+        with self.policy_lock:
+            self._scores.clear()
+
     def _decide(self, batch: list[_Request], temperature: float, seed: int) -> int:
+        with self.policy_lock:
+            return self._decide_locked(batch, temperature, seed)
+
+    def _decide_locked(self, batch: list[_Request], temperature: float, seed: int) -> int:
         """Score each distinct (prompt, candidates) once per collect and sample one completion per request;
         free-form requests generate (the G samples of one prompt in one call). Returns the prompt forwards."""
         keys: dict[tuple, list[_Request]] = {}
