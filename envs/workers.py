@@ -4,7 +4,9 @@ A pool hands out async envs (``await env.reset(seed)``, ``await env.step(action)
 
     pool = make_pool(PoolConfig(), env_config)            # the local pool: every env on this process's loop
     pool = make_pool(PoolConfig(backend="ray", workers=4), env_config)   # envs inside Ray actors
-    env = await pool.acquire(spec); obs, info = await env.reset(seed); ...; pool.release(env)
+    env = await pool.acquire(spec); obs, info = await env.reset(seed); ...; await pool.release(env)
+
+(`make_pool` is in `agentrl.envs.pool`.)
 
 Two backends, one interface. ``local`` (the default on one machine): the envs run on one event loop and one
 Chromium in this process (`BrowserHost`). ``ray`` (`agentrl.envs.ray_pool`): each Ray actor owns its
@@ -13,9 +15,10 @@ observations come back, while the policy stays with the caller. Either way the e
 built from (task, seed) alone, so the same seeds give the same observations on either backend.
 
 The limits (`PoolConfig`) hold per worker (the local pool is one worker): at most ``max_envs`` envs at a
-time, an episode wall-clock timeout (the caller's `episode_timeout_s`), and the browser restarted after
-``restart_after`` episodes or when its processes' memory passes ``restart_above_mb`` (between episodes:
-the worker first lets the running ones finish).
+time (`Recycler`; for whole-episode runs, at most ``max_envs`` kept: `EnvCache`), an episode wall-clock
+timeout (``episode_timeout_s``, enforced by the caller), and the browser restarted after ``restart_after``
+episodes or when its processes' memory passes ``restart_above_mb`` (between episodes: the worker first lets
+the running ones finish).
 
 `WorkerLost` is what an env raises when its worker died under it (a killed actor, a lost node): the episode
 is not the policy's doing and is re-run elsewhere from the same seed; never a reward.
