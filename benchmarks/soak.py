@@ -84,7 +84,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--every", type=float, default=5.0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/soak"))
+    ap.add_argument("--report-only", action="store_true", help="only write soak.json/png of a stopped run in OUT")
+    ap.add_argument("--mark", default="", help="--report-only: the stopped run's mark")
     args = ap.parse_args()
+    if args.report_only:
+        report_only(args)
+        return
     os.environ[MARK_KEY] = uuid.uuid4().hex  # before Ray starts: its processes and their Chromium inherit it
     import ray
     from agentrl.envs.browser import BrowserEnvConfig
@@ -146,6 +151,11 @@ def main() -> None:
     time.sleep(args.every + 0.5)
     sample_file.close()
 
+    write_report(args.out, samples, phases, [t.id for t in tasks], args, left_after_close, left_after_shutdown)
+
+
+def write_report(out: Path, samples: list[dict], phases: dict, tasks: list[str], args: argparse.Namespace,
+                 left_after_close: dict, left_after_shutdown: dict) -> None:
     trend = {}
     for isolation in ("context", "storage"):
         ph = [s for s in samples if s["phase"] == isolation]
@@ -161,12 +171,28 @@ def main() -> None:
                                         round(max((s["chromium_rss_mb"] for s in ph), default=0))],
         }
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "episodes_asked": args.episodes,
-              "tasks": [t.id for t in tasks], "workers": args.workers, "phases": phases, "trend": trend,
+              "tasks": tasks, "workers": args.workers, "phases": phases, "trend": trend,
               "left_after_close": left_after_close, "left_after_shutdown": left_after_shutdown,
               "load_mean": sum(s["load"] for s in samples) / max(1, len(samples))}
-    (args.out / "soak.json").write_text(json.dumps(result, indent=2))
+    (out / "soak.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
-    plot(samples, args.out / "soak.png")
+    plot(samples, out / "soak.png")
+
+
+def report_only(args: argparse.Namespace) -> None:
+    """soak.json and soak.png of a run stopped before its end, from its samples and results files (the
+    processes left are those with its mark found now: --mark, read from the stopped run's environment)."""
+    samples = [json.loads(x) for x in (args.out / "samples.jsonl").read_text().splitlines() if x.strip()]
+    phases, tasks = {}, set()
+    for isolation in ("context", "storage"):
+        f = args.out / isolation / "results.jsonl"
+        rows = [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
+        tasks |= {r["task"] for r in rows}
+        phases[isolation] = {"episodes": len(rows), "errors": sum(r["error"] is not None for r in rows),
+                             "success_rate": sum(r["success"] for r in rows) / max(1, len(rows)), "stopped_early": True}
+    os.environ[MARK_KEY] = args.mark
+    left = marked()
+    write_report(args.out, samples, phases, sorted(tasks), args, left, left)
 
 
 def plot(samples: list[dict], path: Path) -> None:
