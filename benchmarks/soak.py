@@ -159,12 +159,15 @@ def write_report(out: Path, samples: list[dict], phases: dict, tasks: list[str],
     trend = {}
     for isolation in ("context", "storage"):
         ph = [s for s in samples if s["phase"] == isolation]
-        half = ph[len(ph) // 2:]
+        last = max((s["episodes"] for s in ph), default=0)
+        run = [s for s in ph if s["episodes"] < last]  # before the phase's workers closed
+        half = run[len(run) // 2:]
         xs = [s["episodes"] for s in half]
         trend[isolation] = {
             "chromium_rss_mb_per_1000_episodes": 1000 * slope(xs, [s["chromium_rss_mb"] for s in half]),
             "other_rss_mb_per_1000_episodes": 1000 * slope(xs, [s["other_rss_mb"] for s in half]),
-            "cpu_s_per_episode": slope([s["episodes"] for s in ph], [s["cpu_s"] for s in ph]),
+            "chromium_processes_per_1000_episodes": 1000 * slope(xs, [s["chromium_processes"] for s in half]),
+            "cpu_s_per_episode": slope([s["episodes"] for s in run], [s["cpu_s"] for s in run]),
             "chromium_processes_min_max": [min((s["chromium_processes"] for s in ph), default=0),
                                            max((s["chromium_processes"] for s in ph), default=0)],
             "chromium_rss_mb_min_max": [round(min((s["chromium_rss_mb"] for s in ph), default=0)),
