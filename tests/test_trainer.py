@@ -277,3 +277,42 @@ def test_a_step_without_signal_is_not_a_missed_sync(tiny) -> None:
     upd = learner.update(flat)
     assert upd["optimizer_steps"] == 1 and upd["grad_norm"] == 0.0 and not moved_policy(upd)
     assert moved_policy(learner.update(synthetic_batch(model, tok)))
+
+
+def test_async_rollouts_overlap_the_update_within_the_staleness_bound(tmp_path: Path) -> None:
+    """async_rollouts: step k+1's rollouts run on a copy of the weights while step k updates; every turn
+    trained on is at most max_staleness versions behind, the turns record their version, and the run ends."""
+    from agentrl.learner.build import build_generator, tis_cap
+    from agentrl.learner.trainer import train
+
+    data = yaml.safe_load((REPO / "configs/ci-smoke.yaml").read_text())
+    data.update(total_steps=3, checkpoint_every=10, eval_episodes=4, async_rollouts=True, max_staleness=1)
+    cfg = TrainConfig.from_dict(data)
+    assert tis_cap(cfg) is not None  # off-policy turns get the truncated-IS correction
+    model, tok = build_tiny_policy(tmp_path / "tiny", seed=0)
+    assert build_generator(cfg, model, tok, tmp_path).model is not model  # its own copy of the weights
+    s = train(cfg, tmp_path / "run", progress=False)
+    assert s["steps"] == 3
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == [1, 2, 3]
+    assert all(r["max_staleness_seen"] <= 1 and r["stale_episodes_dropped"] == 0 for r in train_rows)
+    for t in (json.loads(x) for x in (tmp_path / "run" / "trajectories.jsonl").read_text().splitlines()):
+        # step s's rollouts were sampled with the weights of update s-1, or of s-2 when they overlapped it
+        assert all(max(0, t["step"] - 2) <= turn["weights_version"] <= t["step"] - 1 for turn in t["turns"]), t["step"]
+
+
+def test_staleness_bound_drops_whole_groups() -> None:
+    from agentrl.learner.rollout import Trajectory, Turn
+    from agentrl.learner.trainer import within_staleness
+
+    def traj(group: int, versions: list[int]) -> Trajectory:
+        turns = [Turn(prompt_ids=[1], completion_ids=[2], logprobs=[-0.1], action="click(e1)", candidates=[],
+                      candidate_ids=[], candidate_index=0, candidate_entropy=0.0, seq_logprob_restricted=0.0,
+                      weights_version=v) for v in versions]
+        return Trajectory(task_id="t", seed=0, group=group, sample=0, turns=turns)
+
+    trajs = [traj(0, [5, 5]), traj(0, [4, 5]), traj(1, [3, 4]), traj(1, [5])]
+    kept, stats = within_staleness(trajs, version=5, max_staleness=1)
+    assert [t.group for t in kept] == [0, 0]  # group 1 has a turn 2 versions behind: the whole group goes
+    assert stats == {"stale_turns": 3.0, "max_staleness_seen": 2.0, "stale_episodes_dropped": 2.0}

@@ -44,7 +44,15 @@ def evaluate(
     split: str = typer.Option(None, help="Split of the suite (default: 'test', or the suite's only split)."),
     agent: str = typer.Option("scripted", help="scripted | random | hf:PATH_OR_ID | openai:MODEL | ckpt:RUN_DIR"),
     seeds: int = typer.Option(None, help="The first N seeds of the split (default: all of them, up to 100)."),
-    workers: int = typer.Option(1, help="Worker processes, each with its own browser and sandbox server."),
+    workers: int = typer.Option(1, help="Worker processes (or Ray actors), each with its own browser and sandbox server."),
+    backend: str = typer.Option("local", help="local: worker processes on this machine | ray: Ray actors (pip install "
+                                "'agentrl[ray]'; a Ray started here unless --ray-address)."),
+    ray_address: str = typer.Option(None, help="A Ray cluster to run the workers on ('auto', ray://HOST:10001); implies "
+                                    "--backend ray."),
+    cpus_per_worker: float = typer.Option(1.0, help="ray: CPUs each worker actor reserves (fractions allowed)."),
+    episode_timeout: float = typer.Option(900.0, help="ray: an episode longer than this (s) is recorded as an error."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the episodes already in OUT/results.jsonl (a stopped "
+                                "or killed run) and run only the missing ones."),
     out: Path = typer.Option(Path("runs/eval"), help="Run directory."),
     task: list[str] = typer.Option(None, help="Only these task ids (repeatable)."),
     screenshots: bool = typer.Option(True, "--screenshots/--no-screenshots", help="Record a screenshot per step."),
@@ -107,14 +115,22 @@ def evaluate(
     if isolation not in ("context", "storage"):
         err.print(f"--isolation must be context or storage, not {isolation!r}", markup=False)
         raise typer.Exit(2)
+    from agentrl.envs.workers import PoolConfig
+
+    try:
+        pool = PoolConfig(backend="ray" if ray_address else backend, address=ray_address, workers=max(1, workers),
+                          cpus_per_worker=cpus_per_worker, episode_timeout_s=episode_timeout)
+    except ValueError as e:
+        err.print(str(e), markup=False)
+        raise typer.Exit(2) from None
     config = BrowserEnvConfig(screenshot=screenshots, max_steps=max_steps, router=router, isolation=isolation)
     try:
         summary = run_eval(
             tasks, agent, seed_list, out, config=config, workers=workers, agent_options=options,
             categories={t.id: s.category(t) for t in tasks}, meta={"suite": s.name, "split": split},
-            report=report, progress=console.is_terminal,
+            report=report, progress=console.is_terminal, pool=pool, resume=resume,
         )
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         err.print(f"evaluate: {e.args[0] if e.args else e}", markup=False)
         raise typer.Exit(2) from None
     t = Table("task", "category", "tier", "success [95% CI]", "mean return", "mean steps", "errors",

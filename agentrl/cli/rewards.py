@@ -29,13 +29,24 @@ def rm_collect(
     out: Path = typer.Option(Path("runs/prefs"), help="Run directory for the trajectories."),
     task: list[str] = typer.Option(None, help="Only these task ids (repeatable)."),
     random_episodes: int = typer.Option(2, help="Random-agent episodes per task variant."),
+    backend: str = typer.Option("local", help="local: in this process | ray: on Ray actors (pip install 'agentrl[ray]')."),
+    ray_address: str = typer.Option(None, help="A Ray cluster ('auto', ray://HOST:10001); implies --backend ray."),
+    workers: int = typer.Option(2, help="ray: worker actors, each with its own browser and sandbox server."),
+    cpus_per_worker: float = typer.Option(1.0, help="ray: CPUs each worker actor reserves (fractions allowed)."),
 ) -> None:
     """Run the scripted agent, oracle prefixes, near-misses and the random agent: trajectories to pair."""
     from agentrl.collect import collect
+    from agentrl.envs.workers import PoolConfig
     from agentrl.evaluate import load_tasks
 
     tasks = load_tasks(resolve_suite(suite), task or None)
-    collect(tasks, list(range(seeds)), out, random_episodes=random_episodes, progress=sys.stderr.isatty())
+    try:
+        pool = PoolConfig(backend="ray" if ray_address else backend, address=ray_address, workers=workers,
+                          cpus_per_worker=cpus_per_worker)
+        collect(tasks, list(range(seeds)), out, random_episodes=random_episodes, progress=sys.stderr.isatty(),
+                pool=pool)
+    except (ValueError, ImportError) as e:
+        raise fail(f"rm collect: {e}") from None
     console.print(f"trajectories in {out / 'episodes'}; next: agentrl rm prefs {out} --store prefs.sqlite")
 
 

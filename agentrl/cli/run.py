@@ -63,6 +63,8 @@ def train(
     resume: Path = typer.Option(None, help="Continue this run dir from its last checkpoint (config from it)."),
     out: Path = typer.Option(None, help="Run directory (default: the config's out_dir)."),
     max_steps: int = typer.Option(None, help="Stop after this many optimizer steps in total."),
+    ray_address: str = typer.Option(None, help="Run the rollout envs on Ray actors: 'local' (a Ray started "
+                                    "here), 'auto' or a cluster address (ray://HOST:10001); sets the config's rollout."),
 ) -> None:
     """Train a policy with RL in the browser env: held-out success before and after, curves in the run dir."""
     from agentrl.learner.build import check_generator
@@ -74,12 +76,18 @@ def train(
         raise typer.Exit(2)
     try:  # a config or a machine that cannot run it: one clear line, before anything is built
         cfg = TrainConfig.load(resume / "config.yaml" if resume is not None else config)
+        rollout = None
+        if ray_address is not None:
+            rollout = {**(cfg.rollout or {}), "backend": "ray", "address": None if ray_address == "local" else ray_address}
+            cfg.rollout = rollout
+            cfg.pool_config()
         check_generator(cfg)
     except (ValueError, ImportError, RuntimeError, FileNotFoundError) as e:
         raise fail(f"{resume / 'config.yaml' if resume is not None else config}: {e}") from None
     run_dir = resume or out or Path(cfg.out_dir)
     cfg = None if resume is not None else cfg
-    s = run_train(cfg, run_dir, resume=resume is not None, max_steps=max_steps, progress=sys.stderr.isatty())
+    s = run_train(cfg, run_dir, resume=resume is not None, max_steps=max_steps, progress=sys.stderr.isatty(),
+                  rollout=rollout)
     console.print(
         f"[bold]{s['algorithm']}[/bold]: held-out success ({s['eval_mode']}) {s['success_before']:.1%} -> "
         f"{s['success_after']:.1%} (best {s['best_success']:.1%} at step {s['best_step']}) after {s['steps']} steps, "

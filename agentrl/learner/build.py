@@ -7,6 +7,7 @@ its generator, and the constants the learner needs (Dr. GRPO's L, overlong lengt
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +78,11 @@ def check_generator(cfg: TrainConfig) -> None:
 
 
 def build_generator(cfg: TrainConfig, model: nn.Module, tok: Any, run_dir: Path) -> Any:
-    """``hf``: an HFGenerator on the learner's own model (same weights and numerics, no copy). ``vllm``: an
+    """``hf``: an HFGenerator on the learner's own model (same weights and numerics, no copy; with
+    ``async_rollouts`` a copy, synced after every update). ``vllm``: an
     in-process engine started from a saved folder of the current weights (merged from LoRA)."""
-    if cfg.generator == "hf":
-        return HFGenerator(model, tok)
+    if cfg.generator == "hf":  # async: its own copy, so rollouts can go on while the learner's weights move
+        return HFGenerator(copy.deepcopy(model) if cfg.async_rollouts else model, tok)
     from agentrl.policy.vllm_backend import VLLMGenerator
 
     return VLLMGenerator.from_model(model, tok, run_dir / "vllm-weights", **cfg.vllm)
@@ -90,7 +92,7 @@ def tis_cap(cfg: TrainConfig) -> float | None:
     """The truncated-IS cap: the config's, else on only where generator and learner differ (vLLM)."""
     if cfg.tis_cap is not None:
         return cfg.tis_cap
-    return DEFAULT_TIS_CAP if cfg.generator == "vllm" else None
+    return DEFAULT_TIS_CAP if cfg.generator == "vllm" or cfg.async_rollouts else None
 
 
 def norm_length(cfg: TrainConfig, specs: list[TaskSpec]) -> int:
@@ -114,7 +116,7 @@ def make_engine(cfg: TrainConfig, specs: list[TaskSpec], generator: Any) -> Roll
         specs, generator, builder, num_envs=cfg.num_envs, click_roles=cfg.click_roles,
         extra_actions=cfg.extra_actions, observation=cfg.observation, described=cfg.described_actions,
         typing=cfg.typing_candidates, answers=cfg.answer_candidates, actions=cfg.actions,
-        max_new_tokens=cfg.max_new_tokens, parse_error_penalty=cfg.parse_error_penalty,
+        max_new_tokens=cfg.max_new_tokens, parse_error_penalty=cfg.parse_error_penalty, pool=cfg.pool_config(),
         env_config=BrowserEnvConfig(
             record=False, keep_episode_dirs=False, action_timeout_ms=20_000, settle_timeout_ms=20_000,
             isolation=cfg.isolation,

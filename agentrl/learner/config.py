@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from agentrl.envs.workers import PoolConfig
 from agentrl.registry import did_you_mean
 from agentrl.yamlpos import load_mapping
 
@@ -75,11 +76,21 @@ class TrainConfig:
     # --- rollouts
     group_size: int = 8  # G rollouts per (task, seed) group, same seeded start state
     groups_per_step: int = 16
-    num_envs: int = 32  # concurrent browser envs (one Chromium, one event loop)
+    num_envs: int = 32  # concurrent browser envs of the local pool (one Chromium, one event loop)
+    # where the envs run (agentrl.envs.workers.PoolConfig): {backend: local | ray, address, workers,
+    # cpus_per_worker, max_envs (per worker; local: num_envs), episode_timeout_s, restart_after,
+    # restart_above_mb, retries}; None: the local pool. `agentrl train --ray-address` sets backend and address.
+    rollout: dict[str, Any] | None = None
     # "context": a new browser context per episode; "storage": two per env taking turns, wiped in the
     # background (faster; BrowserEnvConfig.isolation)
     isolation: str = "context"
     temperature: float = 1.0
+    # rollouts for step k+1 run while the learner updates on step k (a generator with its own copy of the
+    # weights, synced after each update); a turn sampled more than max_staleness weight versions before the
+    # update it is trained in is dropped with its episode; off-policy turns get the truncated-IS correction
+    # (tis_cap, on by default here). hf generator, no LoRA; not across an evaluation or a checkpoint.
+    async_rollouts: bool = False
+    max_staleness: int = 1
     # --- optimisation. The defaults suit a pretrained 0.5B-8B model (docs/training.md); the tiny recipes
     # (configs/tiny-*.yaml) set their own.
     lr: float | None = None  # None: 1e-6 for all weights, 1e-5 with LoRA
@@ -123,10 +134,22 @@ class TrainConfig:
             raise ValueError("temperature must be > 0 for training rollouts (greedy is for evaluation: eval_greedy)")
         if self.micro_batch_tokens < 1 or self.max_new_tokens < 1:
             raise ValueError("micro_batch_tokens and max_new_tokens must be >= 1")
+        self.pool_config()  # a bad rollout mapping is an error now, naming the key
+        if self.async_rollouts and (self.generator != "hf" or self.lora is not None):
+            raise ValueError("async_rollouts needs generator: hf without lora (vLLM sleeps through the update)")
+        if self.max_staleness < 0:
+            raise ValueError(f"max_staleness must be >= 0, not {self.max_staleness}")
         if self.lora is not None:
             unknown = set(self.lora) - {"r", "alpha", "dropout", "target_modules", "bias"}
             if unknown:
                 raise ValueError(f"lora: unknown keys {sorted(unknown)} (known: r, alpha, dropout, target_modules, bias)")
+
+    def pool_config(self) -> PoolConfig:
+        """The rollout pool: ``rollout`` over the defaults, the local pool's max_envs being ``num_envs``."""
+        rollout = dict(self.rollout or {})
+        if rollout.get("backend", "local") == "local":
+            rollout.setdefault("max_envs", self.num_envs)
+        return PoolConfig.of(rollout)
 
     @property
     def learning_rate(self) -> float:

@@ -1,10 +1,14 @@
 """Rollouts: G episodes per (task, seed) group in N concurrent real browser envs, actions chosen by the policy.
 
-The envs run as coroutines on one event loop (`BrowserHost.shared()`'s thread, one Chromium). Every turn an
+The episodes run as coroutines on one event loop (`BrowserHost.shared()`'s thread); their envs come from a
+pool (`agentrl.envs.pool`: the local pool, one Chromium in this process, or Ray actors that own the
+browsers, ``pool=PoolConfig(backend="ray")``). The policy stays here either way. Every turn an
 env coroutine builds the prompt ids from its observation, lists the valid actions (the `ActionSpace`: clicks,
 and with ``typing`` fills and selects with the goal's values) and asks for a decision; the calling thread
 batches all pending decisions, scores each distinct (prompt, candidates) pair once with the generator (its G
-samples share that forward) and samples among the candidates (constrained decoding). In free-form mode
+samples share that forward) and samples among the candidates (constrained decoding), each decision with its
+own seed (collect seed, episode, turn): the same seeds give the same trajectories on either backend, and an
+episode whose worker died is re-run from its seed with the same samples. In free-form mode
 (``actions="free"``) the policy writes its reply instead (the G samples of a prompt in one generate call) and
 the env parses it; a reply that is not an action is an error observation, counted in ``stats["parse_errors"]``
 and given ``parse_error_penalty``. Each turn records the exact prompt ids, completion ids and log-probs
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import queue
 import threading
@@ -38,9 +43,10 @@ import numpy as np
 
 from agentrl.envs.actions import ActionError, parse_action
 from agentrl.envs.axtree import parse_snapshot
-from agentrl.envs.browser import AsyncBrowserEnv, BrowserEnvConfig
-from agentrl.envs.factory import make_async_env
+from agentrl.envs.browser import BrowserEnvConfig
 from agentrl.envs.host import BrowserHost
+from agentrl.envs.pool import make_pool
+from agentrl.envs.workers import PoolConfig, WorkerLost
 from agentrl.learner.action_space import ActionSpace, candidate_actions, compact_observation
 from agentrl.policy.hf_backend import HFGenerator
 from agentrl.policy.prompt import PromptBuilder, PromptTooLongError
@@ -128,6 +134,7 @@ class RolloutResult:
 class _Request:
     prompt_ids: list[int]
     candidates: list[str] | None  # None: free-form generation
+    sample_seed: int  # this decision's own sampling seed (collect seed, episode, turn): see `_sample_seed`
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
 
@@ -155,6 +162,7 @@ class RolloutEngine:
         env_config: BrowserEnvConfig | None = None,
         host: BrowserHost | None = None,
         batch_wait_s: float = 0.01,
+        pool: PoolConfig | None = None,
     ) -> None:
         self.space = ActionSpace(
             mode=actions, click_roles=tuple(click_roles), extra=tuple(extra_actions), described=described,
@@ -163,7 +171,9 @@ class RolloutEngine:
         self.specs = {t.id: t for t in tasks}
         self.generator = generator
         self.builder = builder
-        self.num_envs = num_envs
+        # where the envs run (`agentrl.envs.pool`): the local pool with num_envs envs unless told otherwise
+        self.pool_config = pool or PoolConfig(max_envs=num_envs)
+        self.num_envs = self.pool_config.concurrency
         self.max_new_tokens = max_new_tokens
         self.parse_error_penalty = parse_error_penalty
         # generous action timeout: on a loaded machine a click on a static button can take seconds, and a
@@ -173,15 +183,19 @@ class RolloutEngine:
         )
         # one router (and so one R_phi / judge client) shared by every env of the engine
         self.env_config = dataclasses.replace(self.env_config, router=RewardRouter.of(self.env_config.router))
-        self.host = host or BrowserHost.shared()
+        self.host = host or BrowserHost.shared()  # the loop the episodes run on (and the local pool's browser)
         self.batch_wait_s = batch_wait_s
-        self._free: dict[str, list[AsyncBrowserEnv]] = {}
-        self._all: list[AsyncBrowserEnv] = []
+        self.pool = make_pool(self.pool_config, self.env_config, self.host)
+        self.reruns = 0  # episodes re-run because their worker died
         self._requests: queue.Queue[_Request] = queue.Queue()
         self._write_lock = threading.Lock()
         # scores of each distinct (prompt, candidates) within one collect (the weights do not change during
         # it): a group's G samples share one forward even when their envs ask at different times
         self._scores: dict[tuple, Any] = {}
+        self._seed = 0
+        # held while deciding: the trainer takes it to swap the generator's weights between two decision
+        # batches when rollouts overlap the update (async_rollouts), then `weights_changed` drops the scores
+        self.policy_lock = threading.RLock()
 
     # ------------------------------------------------------------ public
     def collect(
@@ -198,7 +212,9 @@ class RolloutEngine:
         ``writer``: a JSONL file each trajectory is appended to as it finishes (with ``tag`` merged in).
         """
         rng = np.random.default_rng(seed)
+        self._seed = seed
         self._scores.clear()
+        reruns0 = self.reruns
         t0 = time.perf_counter()
         policy_s = 0.0
         n_decisions = n_batches = n_forward = 0
@@ -243,6 +259,7 @@ class RolloutEngine:
             "prompt_cut_turns": sum(t.prompt_truncated for tr in trajectories for t in tr.turns),
             "errors": sum(t.error is not None for t in trajectories),
             "infra_failures": sum(t.infra_failure for t in trajectories),
+            "worker_reruns": self.reruns - reruns0,
             "action_errors": sum(t.action_error is not None for tr in trajectories for t in tr.turns),
             "parse_errors": sum(t.parse_error for tr in trajectories for t in tr.turns),
             "success": float(np.mean([t.success for t in trajectories])) if trajectories else 0.0,
@@ -251,15 +268,19 @@ class RolloutEngine:
         return RolloutResult(trajectories, stats)
 
     def close(self) -> None:
-        async def close_all() -> None:
-            await asyncio.gather(*(e.close() for e in self._all), return_exceptions=True)
-
-        self.host.run(close_all())
-        self._all.clear()
-        self._free.clear()
+        self.pool.close()
 
     # ------------------------------------------------------------ policy side (calling thread)
+    def weights_changed(self) -> None:
+        """The generator's weights changed (call it holding `policy_lock`): scores of the old ones go."""
+        with self.policy_lock:
+            self._scores.clear()
+
     def _decide(self, batch: list[_Request], temperature: float, seed: int) -> int:
+        with self.policy_lock:
+            return self._decide_locked(batch, temperature, seed)
+
+    def _decide_locked(self, batch: list[_Request], temperature: float, seed: int) -> int:
         """Score each distinct (prompt, candidates) once per collect and sample one completion per request;
         free-form requests generate (the G samples of one prompt in one call). Returns the prompt forwards."""
         keys: dict[tuple, list[_Request]] = {}
@@ -279,14 +300,13 @@ class RolloutEngine:
             for r in batch:
                 r.loop.call_soon_threadsafe(_set_exception, r.future, e)
             return 0
-        for i, (key, reqs) in enumerate(keys.items()):
+        params = SamplingParams(temperature=temperature, n=1)
+        for key, reqs in keys.items():
             if key[1] is None:
                 continue
-            params = SamplingParams(temperature=temperature, n=len(reqs))
-            comps = candidate_completions(
-                self._scores[key], key[0], params, seed + i, self.generator.tokenizer, self.generator.weights_version
-            )
-            for r, c in zip(reqs, comps, strict=True):
+            for r in reqs:  # each decision with its own seed: what it picks does not depend on the batching
+                (c,) = candidate_completions(self._scores[key], key[0], params, r.sample_seed,
+                                             self.generator.tokenizer, self.generator.weights_version)
                 r.loop.call_soon_threadsafe(_set_result, r.future, (c, self._scores[key].token_ids))
         return len(new) + len(free)
 
@@ -307,37 +327,61 @@ class RolloutEngine:
             if fh is not None:
                 fh.close()
 
-    async def _ask(self, prompt_ids: list[int], candidates: list[str] | None) -> tuple[Completion, tuple]:
+    async def _ask(self, prompt_ids: list[int], candidates: list[str] | None, sample_seed: int) -> tuple[Completion, tuple]:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._requests.put(_Request(prompt_ids, candidates, fut, loop))
+        self._requests.put(_Request(prompt_ids, candidates, sample_seed, fut, loop))
         return await fut
+
+    def _sample_seed(self, traj: Trajectory) -> int:
+        """The seed of the decision `traj` takes next: from the collect seed, the episode (task, seed, group,
+        sample) and the turn, so the same seeds sample the same actions whatever the envs' timing, backend
+        or worker (and an episode re-run after its worker died samples what it would have)."""
+        key = f"{self._seed}/{traj.task_id}/{traj.seed}/{traj.group}/{traj.sample}/{len(traj.turns)}"
+        return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 2
 
     async def _episode(
         self, sem: asyncio.Semaphore, task_id: str, seed: int, group: int, sample: int, fh: Any, tag: dict
     ) -> Trajectory:
-        traj = Trajectory(task_id=task_id, seed=seed, group=group, sample=sample)
+        """One episode on an env of the pool. A worker that dies under it (`WorkerLost`) costs nothing: the
+        episode is re-run from the same seed (and the same sampling seeds) on another worker, up to the
+        pool's ``retries``, then recorded as an infrastructure failure, never dropped."""
+        cfg = self.pool_config
         async with sem:
-            free = self._free.setdefault(task_id, [])
-            env = free.pop() if free else None
-            if env is None:
-                env = make_async_env(self.specs[task_id], self.env_config, host=self.host)  # its task's env
-                self._all.append(env)
-            try:
-                await self._play(env, traj)
-            except Exception as e:  # noqa: BLE001 - recorded on the trajectory and counted, never dropped
-                traj.truncated, traj.error = True, f"{type(e).__name__}: {e}"
-                traj.truncation_reason = traj.truncation_reason or "error"
-                traj.infra_failure = True
-            finally:
-                free.append(env)
+            for attempt in range(cfg.retries + 1):
+                traj = Trajectory(task_id=task_id, seed=seed, group=group, sample=sample)
+                last = attempt == cfg.retries
+                try:
+                    env = await self.pool.acquire(self.specs[task_id])  # waits for a free slot (backpressure)
+                except WorkerLost as e:
+                    if not last:
+                        self.reruns += 1
+                        continue
+                    _infra(traj, f"WorkerLost: {e}", "worker lost")
+                    break
+                broken = False
+                try:
+                    await asyncio.wait_for(self._play(env, traj), timeout=cfg.episode_timeout_s)
+                except WorkerLost as e:
+                    if not last:
+                        self.reruns += 1
+                        continue  # (the env goes back to the pool below: its worker is gone)
+                    _infra(traj, f"WorkerLost: {e}", "worker lost")
+                except TimeoutError:
+                    broken = True  # the env may be inside a call still: closed, not reused
+                    _infra(traj, f"episode timeout: longer than {cfg.episode_timeout_s:g} s", "episode timeout")
+                except Exception as e:  # noqa: BLE001 - recorded on the trajectory and counted, never dropped
+                    _infra(traj, f"{type(e).__name__}: {e}", traj.truncation_reason or "error")
+                finally:
+                    await self.pool.release(env, broken=broken)
+                break
         if fh is not None:
             with self._write_lock:
                 fh.write(json.dumps({**tag, **json.loads(traj.to_json())}) + "\n")
                 fh.flush()
         return traj
 
-    async def _play(self, env: AsyncBrowserEnv, traj: Trajectory) -> None:
+    async def _play(self, env: Any, traj: Trajectory) -> None:
         obs, _ = await env.reset(traj.seed)
         history: list[str] = []
         space = self.space
@@ -354,7 +398,7 @@ class RolloutEngine:
                 traj.truncated, traj.truncation_reason = True, f"context budget: {e}"
                 traj.infra_failure = True
                 return
-            comp, cand_ids = await self._ask(prompt.ids, cands)
+            comp, cand_ids = await self._ask(prompt.ids, cands, self._sample_seed(traj))
             index = int(comp.candidate_index or 0)
             action = comp.text if cands is None else cands[index]
             bad_reply = cands is None and isinstance(parse_action(action), ActionError)
@@ -385,6 +429,10 @@ class RolloutEngine:
                 traj.truncation_reason = info.get("truncation_reason") if truncated else None
                 traj.infra_failure = truncated and traj.truncation_reason != MAX_STEPS_REASON
                 return
+
+
+def _infra(traj: Trajectory, error: str, reason: str) -> None:
+    traj.truncated, traj.error, traj.truncation_reason, traj.infra_failure = True, error, reason, True
 
 
 def _set_result(fut: asyncio.Future, value: Any) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -215,12 +216,17 @@ def train(
     resume: bool = False,
     max_steps: int | None = None,
     progress: bool = True,
+    rollout: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) a run; returns the summary also written to ``run_dir/summary.json``."""
+    """Train (or resume) a run; returns the summary also written to ``run_dir/summary.json``. `rollout`:
+    where the envs run from now on (the config's ``rollout``, e.g. a resumed run moved onto a Ray cluster)."""
     run_dir = Path(run_dir)
     if resume:
         cfg = TrainConfig.load(run_dir / "config.yaml")
     assert cfg is not None
+    if rollout is not None:
+        cfg.rollout = rollout
+        cfg.pool_config()
     check_generator(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir / "config.yaml")
@@ -287,6 +293,8 @@ def train(
 
     started = time.perf_counter()
     elapsed_at_start = state.elapsed_s
+    ahead = ThreadPoolExecutor(1, thread_name_prefix="rollouts-ahead") if cfg.async_rollouts else None
+    prefetched = None
     try:
         first_eval = run_eval() if last is None else None
         bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -297,15 +305,29 @@ def train(
                 if cfg.max_minutes and state.elapsed_s > cfg.max_minutes * 60:
                     break
                 t_step = time.perf_counter()
-                # 1. rollouts: G episodes per group from the same seeded start state (refilled, never infra)
-                trajs, roll = collect_groups(
-                    engine, cfg, specs, algo, sampler, writer=traj_path, tag={"step": state.step + 1}
-                )
+                # 1. rollouts: G episodes per group from the same seeded start state (refilled, never infra);
+                # async: those prefetched during the last update, within the staleness bound
+                if prefetched is not None:
+                    trajs, roll = prefetched.result()
+                    prefetched = None
+                else:
+                    trajs, roll = collect_groups(
+                        engine, cfg, specs, algo, sampler, writer=traj_path, tag={"step": state.step + 1}
+                    )
+                stale: dict[str, float] = {}
+                if ahead is not None:
+                    trajs, stale = within_staleness(trajs, generator.weights_version, cfg.max_staleness)
+                    nxt = state.step + 1  # the step this update completes: no overlap with its eval or checkpoint
+                    if nxt < total_steps and not (cfg.eval_every and nxt % cfg.eval_every == 0) and nxt % cfg.checkpoint_every:
+                        prefetched = ahead.submit(collect_groups, engine, cfg, specs, algo, sampler, writer=traj_path,
+                                                  tag={"step": nxt + 1})
                 # 2. update (advantages, loss, optimizer step) and 3. weight sync with its guard
                 probe = weights_probe(generator, trajs)
-                before = generator.score_candidates([probe[0]], [probe[1]])[0].seq_logprobs if probe else None
-                upd = update_and_sync(learner, generator, model, trajs)
-                sync_delta = check_sync(generator, probe, before) if moved_policy(upd) else float("nan")
+                with engine.policy_lock:
+                    before = generator.score_candidates([probe[0]], [probe[1]])[0].seq_logprobs if probe else None
+                upd = update_and_sync(learner, generator, model, trajs, engine if ahead is not None else None)
+                with engine.policy_lock:
+                    sync_delta = check_sync(generator, probe, before) if moved_policy(upd) else float("nan")
                 state.step += 1
                 state.episodes += int(roll["episodes"])
                 state.elapsed_s += time.perf_counter() - t_step
@@ -324,6 +346,7 @@ def train(
                     "episodes_per_s": roll["episodes"] / step_s,
                     "sync_delta": sync_delta,
                     "weights_version": generator.weights_version,
+                    **stale,
                 })
                 bar.update(task, completed=state.step,
                            description=f"train r={np.mean(rewards) if rewards else 0:.2f} best={state.best_success:.2f}")
@@ -334,6 +357,13 @@ def train(
         final_eval = run_eval()
         checkpoint()
     finally:
+        if prefetched is not None:  # stopped early (max_minutes, an error): let the rollouts end first
+            try:
+                prefetched.result()
+            except Exception:  # noqa: BLE001 - the run is ending; its own error (if any) goes up
+                pass
+        if ahead is not None:
+            ahead.shutdown()
         engine.close()
         if writer is not None:
             writer.close()
@@ -359,10 +389,12 @@ def train(
     return summary
 
 
-def update_and_sync(learner: Learner, generator: Any, model: Any, trajs: list[Trajectory]) -> dict[str, float]:
+def update_and_sync(learner: Learner, generator: Any, model: Any, trajs: list[Trajectory],
+                    engine: RolloutEngine | None = None) -> dict[str, float]:
     """The learner's update, then the new weights into the generator. A vLLM generator sleeps through the
     update (weights offloaded, KV cache freed) so both fit on one GPU, and wakes up with the new weights
-    (merged from LoRA, read back and checked; a failed sync raises WeightSyncError, never goes stale)."""
+    (merged from LoRA, read back and checked; a failed sync raises WeightSyncError, never goes stale).
+    `engine`: rollouts may be running (async): the copy waits for a pause between decision batches."""
     sleeps = hasattr(generator, "sleep")
     if sleeps:
         generator.sleep()
@@ -374,9 +406,23 @@ def update_and_sync(learner: Learner, generator: Any, model: Any, trajs: list[Tr
         raise
     if sleeps:
         generator.wake_up(model if upd["optimizer_steps"] else None)
+    elif upd["optimizer_steps"] and engine is not None:
+        with engine.policy_lock:
+            generator.load_weights(model)
+            engine.weights_changed()
     elif upd["optimizer_steps"]:
         generator.load_weights(model)
     return upd
+
+
+def within_staleness(trajs: list[Trajectory], version: int, max_staleness: int) -> tuple[list[Trajectory], dict[str, float]]:
+    """Episodes whose every turn was sampled at most `max_staleness` weight versions before `version` (the
+    weights about to be updated), and the counts: turns behind, the most behind, episodes dropped."""
+    behind = [version - t.weights_version for tr in trajs for t in tr.turns]
+    too_old = {tr.group for tr in trajs if any(version - t.weights_version > max_staleness for t in tr.turns)}
+    kept = [tr for tr in trajs if tr.group not in too_old]  # whole groups: an advantage needs its group
+    return kept, {"stale_turns": float(sum(b > 0 for b in behind)), "max_staleness_seen": float(max(behind, default=0)),
+                  "stale_episodes_dropped": float(len(trajs) - len(kept))}
 
 
 def _with_sampler(state: TrainState, sampler: np.random.Generator) -> TrainState:

@@ -1,0 +1,191 @@
+"""Rollout throughput by backend and concurrency: the local pool vs Ray actors, 1/2/4/8 concurrent envs.
+
+    .venv/bin/python benchmarks/ray_scaling.py --envs 1 2 4 8 --episodes 48 --json benchmarks/results/ray_scaling.json
+
+The trainer's own path: `RolloutEngine` with the tiny policy (CPU, 1 torch thread) choosing among the
+candidates, on a 3-step version of `tasks/train/click-button.yaml` (a step is one decision, one action
+and one observation; resets are counted in the wall time). Configurations per N concurrent envs:
+
+- ``local``: the local pool, N envs on this process's loop and Chromium;
+- ``ray-1``: one Ray actor running the N envs (same work as local + the Ray hop: Ray's overhead);
+- ``ray-2``: two Ray actors, N/2 envs each (ceil), each its own Chromium and sandbox server.
+
+Memory: after each run, each worker's Chromium processes (count, summed RSS) and its process RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from agentrl.envs.workers import PoolConfig
+
+from agentrl.learner.config import SHORT_SYSTEM_PROMPT
+from agentrl.learner.rollout import GroupJob, RolloutEngine
+from agentrl.policy.hf_backend import HFGenerator
+from agentrl.policy.model import build_tiny_policy
+from agentrl.policy.prompt import PromptBuilder
+from agentrl.taskspec import load_task
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(policy, spec, pool: PoolConfig, episodes: int, seed0: int) -> dict:
+    model, tok = policy
+    builder = PromptBuilder(tok, system=SHORT_SYSTEM_PROMPT, max_prompt_tokens=1024)
+    eng = RolloutEngine([spec], HFGenerator(model, tok), builder, click_roles=("button", "link", "heading"),
+                        pool=pool, described=True)
+    try:
+        eng.collect([GroupJob(spec.id, seed0 + 999, min(pool.concurrency, 4))], temperature=1.0, seed=0)  # warm-up
+        jobs = [GroupJob(spec.id, seed0 + g, 4, group=g) for g in range(episodes // 4)]
+        t0 = time.perf_counter()
+        res = eng.collect(jobs, temperature=1.0, seed=1)
+        wall = time.perf_counter() - t0
+        mem = eng.pool.stats()
+    finally:
+        eng.close()
+    s = res.stats
+    return {"episodes": s["episodes"], "steps": s["turns"], "wall_s": wall, "steps_per_s": s["turns"] / wall,
+            "episodes_per_s": s["episodes"] / wall, "s_per_episode": wall / s["episodes"],
+            "policy_s": s["policy_s"], "infra_failures": s["infra_failures"], "workers": mem}
+
+
+def obs_bytes(episodes: int = 2) -> dict:
+    """What one step sends from a worker to the learner: the pickled (obs, reward, terminated, truncated,
+    info) of the scripted agent's steps on the web suite's tasks, without and with a screenshot."""
+    import pickle
+
+    from agentrl.envs.browser import BrowserEnvConfig
+    from agentrl.envs.factory import make_env
+
+    from agentrl.agents import ScriptedAgent
+    from agentrl.suite import load_suite_spec
+
+    tasks, _ = load_suite_spec(REPO / "tasks/web").split("train", 1)
+    out = {}
+    for shot in (False, True):
+        sizes = []
+        for spec in [t for t in tasks if t.env == "browser"][::6]:
+            env = make_env(spec, BrowserEnvConfig(screenshot=shot, record=False, keep_episode_dirs=False))
+            try:
+                for seed in range(episodes):
+                    obs, info = env.reset(seed=seed)
+                    agent = ScriptedAgent()
+                    agent.reset(obs, info, env.variant)
+                    done = False
+                    while not done:
+                        step = env.step(agent.act(obs))
+                        obs, done = step[0], step[2] or step[3]
+                        sizes.append(len(pickle.dumps(step)))
+            finally:
+                env.close()
+        out["with_screenshot" if shot else "text"] = {"steps": len(sizes), "median_bytes": statistics.median(sizes),
+                                                      "max_bytes": max(sizes)}
+    return out
+
+
+class _Echo:
+    def step(self, payload: bytes) -> dict:
+        return {"axtree": payload.decode(), "goal": "x", "reward": 0.0}
+
+
+def ray_hop(n: int = 300, size: int = 14_000) -> dict:
+    """The Ray hop alone: an actor call from an asyncio loop that sends an action and returns a
+    `size`-byte observation (the median text step), `n` times in a row; median and p90 in ms."""
+    import asyncio
+
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    actor = ray.remote(_Echo).options(num_cpus=0.5).remote()
+    payload = b"x" * size
+
+    async def go() -> list[float]:
+        await actor.step.remote(payload)
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await actor.step.remote(payload)
+            out.append((time.perf_counter() - t0) * 1000)
+        return out
+
+    ms = sorted(asyncio.run(go()))
+    ray.shutdown()
+    return {"calls": n, "bytes": size, "median_ms": statistics.median(ms), "p90_ms": ms[int(0.9 * n)],
+            "load": os.getloadavg()[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--obs-bytes", action="store_true", help="only measure the bytes a step sends back")
+    ap.add_argument("--hop", action="store_true", help="only measure the Ray round trip of one step")
+    ap.add_argument("--envs", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--episodes", type=int, default=48, help="per configuration (multiple of 4)")
+    ap.add_argument("--configs", nargs="+", default=["local", "ray-1", "ray-2"])
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if args.hop:
+        print(json.dumps(ray_hop(), indent=2))
+        return
+    if args.obs_bytes:
+        print(json.dumps(obs_bytes(), indent=2))
+        return
+    torch.set_num_threads(1)
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    tmp = Path(tempfile.mkdtemp())
+    policy = build_tiny_policy(tmp / "tiny", seed=0)
+    data = yaml.safe_load((REPO / "tasks/train/click-button.yaml").read_text())
+    data.update(id="click-button-3", max_steps=3)
+    (tmp / "t.yaml").write_text(yaml.safe_dump(data))
+    spec = load_task(tmp / "t.yaml")
+    rows = []
+    load0 = os.getloadavg()
+    for n in args.envs:
+        for name in args.configs:
+            if name == "local":
+                pool = PoolConfig(max_envs=n)
+            else:
+                k = int(name.split("-")[1])
+                k = min(k, n)
+                pool = PoolConfig(backend="ray", workers=k, max_envs=-(-n // k), cpus_per_worker=os.cpu_count() / k)
+            r = run(policy, spec, pool, args.episodes, seed0=1000 * n)
+            rows.append({"config": name, "envs": n, **r})
+            chrom = sum(w["chromium_rss_mb"] for w in r["workers"])
+            print(f"{name:6s} envs={n}: {r['steps_per_s']:.2f} steps/s, {r['episodes_per_s']:.2f} episodes/s, "
+                  f"{r['s_per_episode'] * 1000:.0f} ms/episode, Chromium {chrom:.0f} MB in "
+                  f"{sum(w['chromium_processes'] for w in r['workers'])} processes, infra {r['infra_failures']}",
+                  flush=True)
+    load1 = os.getloadavg()
+    ray.shutdown()
+    print("\n| envs | " + " | ".join(f"{c} steps/s" for c in args.configs) + " | ray-1 / local ms per episode |")
+    print("|---:|" + "---:|" * (len(args.configs) + 1))
+    by = {(r["config"], r["envs"]): r for r in rows}
+    for n in args.envs:
+        cells = [f"{by[(c, n)]['steps_per_s']:.2f}" for c in args.configs]
+        over = by[("ray-1", n)]["s_per_episode"] / by[("local", n)]["s_per_episode"] if ("ray-1", n) in by else float("nan")
+        print(f"| {n} | " + " | ".join(cells) + f" | {over:.2f}x |")
+    for c in args.configs:
+        if (c, 1) in by and (c, 2) in by:
+            print(f"{c}: 2 envs / 1 env = {by[(c, 2)]['steps_per_s'] / by[(c, 1)]['steps_per_s']:.2f}x")
+    for n in args.envs:
+        per = [sum(w["chromium_rss_mb"] for w in by[(c, n)]["workers"]) for c in args.configs]
+        print(f"Chromium RSS with {n} envs: " + ", ".join(f"{c} {m:.0f} MB" for c, m in zip(args.configs, per, strict=True))
+              + f" (per env: {statistics.median(per) / n:.0f} MB)")
+    print(f"load average before {load0[0]:.1f}, after {load1[0]:.1f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows, "load_before": load0, "load_after": load1,
+                                         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

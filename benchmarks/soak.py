@@ -1,0 +1,225 @@
+"""Soak: thousands of episodes of mixed web tasks on Ray rollout workers, memory and processes sampled.
+
+    .venv/bin/python benchmarks/soak.py --episodes 2000 --workers 2 --out benchmarks/results/soak
+
+Half the episodes with ``isolation="context"`` (a new browser context per episode), half with
+``"storage"`` (contexts wiped and reused), every task of the `web` suite (train split) with the scripted
+agent, through `agentrl.evaluate.evaluate` on Ray actors (each with its own Chromium and sandbox
+server). Every ``--every`` seconds a sampler records the episodes finished, the Chromium processes started
+by this run (found by a mark in their environment, wherever they hang in the process tree) and their
+summed RSS, and the RSS of the run's other processes (the Ray workers). At the end: no Chromium process
+with the mark may be left, every episode must be in results.jsonl, and the RSS trend (least squares over
+the second half of each phase, MB per 1,000 episodes) is reported. Writes samples.jsonl, soak.json and
+soak.png into OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+
+MARK_KEY = "AGENTRL_SOAK_MARK"
+
+
+def marked() -> dict[str, float]:
+    """This run's processes: those under this one (Ray's, its actors, their Chromium) and any with the run's
+    mark in their environment wherever they hang (an orphaned browser; Chromium's child processes rewrite
+    their environment block, its browser process keeps it). Chromium count and RSS, the others' RSS (MB),
+    and CPU seconds (each live process's own and that of the children it has reaped)."""
+    mark = f"{MARK_KEY}={os.environ[MARK_KEY]}".encode()
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, str, float, float, bool]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            rss = next((int(x.split()[1]) for x in (d / "status").read_text().splitlines() if x.startswith("VmRSS:")), 0)
+            tagged = mark in (d / "environ").read_bytes()
+        except (OSError, StopIteration):
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z":
+            continue
+        procs[int(d.name)] = (int(fields[1]), comm, rss / 1024, sum(int(x) for x in fields[11:15]) / tick, tagged)
+    me = os.getpid()
+    ours = {p for p, v in procs.items() if v[4]}
+    children: dict[int, list[int]] = {}
+    for p, v in procs.items():
+        children.setdefault(v[0], []).append(p)
+    stack = [me]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            ours.add(c)
+            stack.append(c)
+    ours.discard(me)
+    out = {"chromium_processes": 0, "chromium_rss_mb": 0.0, "other_processes": 0, "other_rss_mb": 0.0, "cpu_s": 0.0}
+    for p in ours:
+        _, comm, rss, cpu, _ = procs[p]
+        kind = "chromium" if "chrom" in comm else "other"
+        out[f"{kind}_processes"] += 1
+        out[f"{kind}_rss_mb"] += rss
+        out["cpu_s"] += cpu
+    return out
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    n = len(xs)
+    if n < 3:
+        return float("nan")
+    mx, my = sum(xs) / n, sum(ys) / n
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--episodes", type=int, default=2000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--every", type=float, default=5.0)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/soak"))
+    ap.add_argument("--report-only", action="store_true", help="only write soak.json/png of a stopped run in OUT")
+    ap.add_argument("--mark", default="", help="--report-only: the stopped run's mark")
+    args = ap.parse_args()
+    if args.report_only:
+        report_only(args)
+        return
+    os.environ[MARK_KEY] = uuid.uuid4().hex  # before Ray starts: its processes and their Chromium inherit it
+    import ray
+    from agentrl.envs.browser import BrowserEnvConfig
+    from agentrl.envs.workers import PoolConfig
+
+    from agentrl.evaluate import evaluate
+    from agentrl.suite import load_suite_spec
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    suite = load_suite_spec(Path(__file__).resolve().parents[1] / "tasks/web")
+    tasks, _ = suite.split("train", 1)
+    tasks = [t for t in tasks if t.env == "browser"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    samples: list[dict] = []
+    state = {"phase": "start", "done_before": 0, "stop": False}
+    sample_file = (args.out / "samples.jsonl").open("w")
+    t0 = time.monotonic()
+
+    def done_now() -> int:
+        f = args.out / state["phase"] / "results.jsonl"
+        return state["done_before"] + (len(f.read_text().splitlines()) if f.exists() else 0)
+
+    def sampler() -> None:
+        while not state["stop"]:
+            s = {"t": round(time.monotonic() - t0, 1), "phase": state["phase"], "episodes": done_now(), **marked(),
+                 "load": os.getloadavg()[0]}
+            samples.append(s)
+            sample_file.write(json.dumps(s) + "\n")
+            sample_file.flush()
+            time.sleep(args.every)
+
+    threading.Thread(target=sampler, daemon=True).start()
+    phases = {}
+    per_phase = args.episodes // 2
+    seeds_per_task = -(-per_phase // len(tasks))
+    for isolation in ("context", "storage"):
+        state["phase"] = isolation
+        seeds = list(range(seeds_per_task))
+        picked = [(t, s) for s in seeds for t in tasks][:per_phase]
+        run_tasks = [t for t in tasks if any(p[0] is t for p in picked)]
+        t1 = time.monotonic()
+        summary = evaluate(
+            run_tasks, "scripted", seeds, args.out / isolation, progress=False, report=False,
+            config=BrowserEnvConfig(isolation=isolation, screenshot=False),
+            pool=PoolConfig(backend="ray", workers=args.workers, cpus_per_worker=os.cpu_count() / args.workers),
+        )
+        phases[isolation] = {"episodes": summary["episodes"], "errors": summary["errors"],
+                             "success_rate": summary["success_rate"], "ray": summary.get("ray"),
+                             "wall_s": time.monotonic() - t1, "expected": len(run_tasks) * len(seeds)}
+        state["done_before"] += summary["episodes"]
+        print(isolation, json.dumps(phases[isolation]), flush=True)
+    state["phase"] = "end"
+    time.sleep(3)
+    left_after_close = marked()
+    ray.shutdown()
+    time.sleep(3)
+    left_after_shutdown = marked()
+    state["stop"] = True
+    time.sleep(args.every + 0.5)
+    sample_file.close()
+
+    write_report(args.out, samples, phases, [t.id for t in tasks], args, left_after_close, left_after_shutdown)
+
+
+def write_report(out: Path, samples: list[dict], phases: dict, tasks: list[str], args: argparse.Namespace,
+                 left_after_close: dict, left_after_shutdown: dict) -> None:
+    trend = {}
+    for isolation in ("context", "storage"):
+        ph = [s for s in samples if s["phase"] == isolation]
+        last = max((s["episodes"] for s in ph), default=0)
+        run = [s for s in ph if s["episodes"] < last]  # before the phase's workers closed
+        half = run[len(run) // 2:]
+        xs = [s["episodes"] for s in half]
+        trend[isolation] = {
+            "chromium_rss_mb_per_1000_episodes": 1000 * slope(xs, [s["chromium_rss_mb"] for s in half]),
+            "other_rss_mb_per_1000_episodes": 1000 * slope(xs, [s["other_rss_mb"] for s in half]),
+            "chromium_processes_per_1000_episodes": 1000 * slope(xs, [s["chromium_processes"] for s in half]),
+            "cpu_s_per_episode": slope([s["episodes"] for s in run], [s["cpu_s"] for s in run]),
+            "chromium_processes_min_max": [min((s["chromium_processes"] for s in ph), default=0),
+                                           max((s["chromium_processes"] for s in ph), default=0)],
+            "chromium_rss_mb_min_max": [round(min((s["chromium_rss_mb"] for s in ph), default=0)),
+                                        round(max((s["chromium_rss_mb"] for s in ph), default=0))],
+        }
+    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "episodes_asked": args.episodes,
+              "tasks": tasks, "workers": args.workers, "phases": phases, "trend": trend,
+              "left_after_close": left_after_close, "left_after_shutdown": left_after_shutdown,
+              "load_mean": sum(s["load"] for s in samples) / max(1, len(samples))}
+    (out / "soak.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    plot(samples, out / "soak.png")
+
+
+def report_only(args: argparse.Namespace) -> None:
+    """soak.json and soak.png of a run stopped before its end, from its samples and results files (the
+    processes left are those with its mark found now: --mark, read from the stopped run's environment)."""
+    samples = [json.loads(x) for x in (args.out / "samples.jsonl").read_text().splitlines() if x.strip()]
+    phases, tasks = {}, set()
+    for isolation in ("context", "storage"):
+        f = args.out / isolation / "results.jsonl"
+        rows = [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
+        tasks |= {r["task"] for r in rows}
+        phases[isolation] = {"episodes": len(rows), "errors": sum(r["error"] is not None for r in rows),
+                             "success_rate": sum(r["success"] for r in rows) / max(1, len(rows)), "stopped_early": True}
+    os.environ[MARK_KEY] = args.mark
+    left = marked()
+    write_report(args.out, samples, phases, sorted(tasks), args, left, left)
+
+
+def plot(samples: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for phase, color in (("context", "tab:blue"), ("storage", "tab:orange")):
+        ph = [s for s in samples if s["phase"] == phase]
+        x = [s["episodes"] for s in ph]
+        a.plot(x, [s["chromium_rss_mb"] for s in ph], color=color, label=f"Chromium RSS ({phase})")
+        a.plot(x, [s["other_rss_mb"] for s in ph], color=color, linestyle="--", label=f"Ray workers RSS ({phase})")
+        b.plot(x, [s["chromium_processes"] for s in ph], color=color, label=f"Chromium processes ({phase})")
+    a.set_ylabel("MB (summed RSS)")
+    b.set_ylabel("processes")
+    b.set_xlabel("episodes finished")
+    a.legend(fontsize=8)
+    b.legend(fontsize=8)
+    a.set_title("soak: web suite, scripted agent, Ray rollout workers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()
