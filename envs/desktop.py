@@ -32,7 +32,7 @@ import numpy as np
 from agentrl.envs.actions import MAX_ACTION_CHARS, Action, ActionError, parse_action
 from agentrl.envs.axtree import AXTree, parse_snapshot
 from agentrl.envs.desktop_observe import FileWatch, tree_text, zombie
-from agentrl.envs.episode import EpisodeCore, EpisodeState, EpisodeViews, answer_of
+from agentrl.envs.episode import EpisodeCore, EpisodeState, EpisodeViews, answer_of, last_action_text
 from agentrl.envs.spaces import AnyText
 from agentrl.envs.xserver import EPISODE_TAG, DesktopError, DesktopSession, cpu_state, kill_tagged
 from agentrl.rewards.desktop_detectors import DesktopStepContext, WindowInfo
@@ -522,12 +522,7 @@ class DesktopEnv(EpisodeViews, gym.Env[dict, str]):
         ep.ax = parse_snapshot(snapshot)
         wins = list(ep.windows.values())
         focused = next((w.title for w in wins if w.focused), "")
-        if last_action is None:
-            last = "none (start of episode)"
-        elif error:
-            last = f"{last_action if isinstance(last_action, Action) else 'unparseable'} -> ERROR: {error}"
-        else:
-            last = f"{last_action} -> ok"
+        last = last_action_text(last_action, error)
         windows_text = "\n".join(w.line() for w in wins) or "(no windows)"
         shown = [f for f in files if not any(part.startswith(".") for part in Path(f.path).parts)]
         files_text = ", ".join(f"{f.change} {f.path}" for f in shown) or "none"

@@ -265,6 +265,15 @@ def _line_chars(record: StepRecord) -> int:
     return len(json.dumps({"type": "step", **record.model_dump(mode="json")}))
 
 
+def last_action_text(last_action: Any, error: str | None) -> str:
+    """The observation's "last action" line: none at the start, the action and ok, or its error."""
+    if last_action is None:
+        return "none (start of episode)"
+    if error:
+        return f"{last_action if isinstance(last_action, Action) else 'unparseable'} -> ERROR: {error}"
+    return f"{last_action} -> ok"
+
+
 def answer_of(ep: EpisodeState, step_events: list[Event]) -> str | None:
     """The agent's answer, for the detectors, on the step it called done()."""
     return ep.answer if any(isinstance(e, ActionEvent) and e.name == "done" for e in step_events) else None

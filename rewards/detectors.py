@@ -414,6 +414,16 @@ def _lookup(state: Any, path: str) -> Any:
     return cur
 
 
+def _value_matches(value: Any, equals: Any, pattern: str | None, min_count: int | None) -> bool:
+    """`value` equals `equals` (or its text does), fully matches `pattern`, and is a list/dict of at least
+    `min_count` items: each only where given (none given: any value matches)."""
+    if equals is not None and value != equals and str(value) != str(equals):
+        return False
+    if pattern is not None and not re.fullmatch(pattern, str(value)):
+        return False
+    return min_count is None or (isinstance(value, list | dict) and len(value) >= min_count)
+
+
 @detector("server_state", needs=("server_state",), final_state=True)
 def server_state(
     ctx: StepContext,
@@ -429,11 +439,7 @@ def server_state(
     value = _lookup(ctx.server_state or {}, path)
     if value is _MISSING:
         return None
-    if equals is not None and value != equals and str(value) != str(equals):
-        return None
-    if pattern is not None and not re.fullmatch(pattern, str(value)):
-        return None
-    if min_count is not None and (not isinstance(value, list | dict) or len(value) < min_count):
+    if not _value_matches(value, equals, pattern, min_count):
         return None
     return Evidence(detail=f"server {path} = {str(value)[:80]!r}", data={"value": str(value)[:200]})
 
@@ -462,10 +468,6 @@ def http_json(
     value = _lookup(doc, at) if at else doc
     if value is _MISSING:
         return None
-    if equals is not None and value != equals and str(value) != str(equals):
-        return None
-    if pattern is not None and not re.fullmatch(pattern, str(value)):
-        return None
-    if min_count is not None and (not isinstance(value, list | dict) or len(value) < min_count):
+    if not _value_matches(value, equals, pattern, min_count):
         return None
     return Evidence(detail=f"GET {url}: {at or '(document)'} = {str(value)[:80]!r}", data={"value": str(value)[:200]})

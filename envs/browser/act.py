@@ -20,6 +20,7 @@ from agentrl.envs.axtree import parse_snapshot, stable_refs
 from agentrl.envs.browser.recorder import notes
 from agentrl.envs.browser.scripts import CLICK_POINT_JS, ELEMENTS_JS, PAGE_STATE_JS, PAGE_TEXT_JS
 from agentrl.envs.browser.state import BrowserEpisode
+from agentrl.envs.episode import last_action_text
 from agentrl.rewards.detectors import FieldState
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
@@ -248,12 +249,7 @@ class ActObserve:
         if not (trusted and wall.trusted(self.origins, page)):  # checked again: the page may have moved on
             ep.withheld = f"the page showed a document outside the task's origin ({page.url[:80]})"
         assert ep.variant is not None
-        if last_action is None:
-            last = "none (start of episode)"
-        elif error:
-            last = f"{last_action if isinstance(last_action, Action) else 'unparseable'} -> ERROR: {error}"
-        else:
-            last = f"{last_action} -> ok"
+        last = last_action_text(last_action, error)
         n = cfg.max_obs_chars
         parts = [
             f"Goal: {ep.variant.instruction}",
