@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -37,6 +38,66 @@ from agentrl.taskspec import load_task
 REPO = Path(__file__).resolve().parents[1]
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _role(pid: int, parents: dict[int, int], cmd: dict[int, str], me: int) -> str:
+    """What a process is to this run: the learner (this process), a Ray worker actor, Ray's own processes,
+    a Playwright node driver or a Chromium process (browser or renderer), each of the learner's or of an actor."""
+    c = cmd[pid]
+    if pid == me:
+        return "learner"
+    if "ray::" in c or "default_worker.py" in c:
+        return "ray actor"
+    owner, p = "", parents.get(pid)
+    while p:
+        if p == me:
+            owner = "learner's"
+            break
+        if "ray::" in cmd.get(p, "") or "default_worker.py" in cmd.get(p, ""):
+            owner = "actor's"
+            break
+        p = parents.get(p)
+    if "node" in c.split(" ", 1)[0] or "playwright" in c.split(" ", 1)[0]:
+        return f"node driver ({owner})"
+    if "chrom" in c.split(" ", 1)[0]:
+        kind = re.search(r"--type=([a-z-]+)", c)
+        return f"chromium {kind.group(1) if kind else 'browser'} ({owner})"
+    return "ray system" if owner or "ray" in c else "other"
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process and everything under it, by `_role`; processes that
+    are no longer there are not counted (take two snapshots around a window the processes live through)."""
+    me = os.getpid()
+    parents, cmd, cpu = {}, {}, {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            c = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        pid = int(d.name)
+        f = stat.rsplit(")", 1)[1].split()
+        parents[pid], cmd[pid] = int(f[1]), c or stat.split("(", 1)[1].split(")", 1)[0]
+        cpu[pid] = sum(int(x) for x in f[11:15]) / TICK  # with its reaped children (renderers come and go)
+    mine = {me}
+    changed = True
+    while changed:
+        changed = False
+        for pid, pp in parents.items():
+            if pp in mine and pid not in mine:
+                mine.add(pid)
+                changed = True
+    out: dict[str, float] = {}
+    for pid in mine:
+        role = _role(pid, parents, cmd, me)
+        out[role] = out.get(role, 0.0) + cpu[pid]
+    return out
+
+
 def run(policy, spec, pool: PoolConfig, episodes: int, seed0: int) -> dict:
     model, tok = policy
     builder = PromptBuilder(tok, system=SHORT_SYSTEM_PROMPT, max_prompt_tokens=1024)
@@ -45,16 +106,20 @@ def run(policy, spec, pool: PoolConfig, episodes: int, seed0: int) -> dict:
     try:
         eng.collect([GroupJob(spec.id, seed0 + 999, min(pool.concurrency, 4))], temperature=1.0, seed=0)  # warm-up
         jobs = [GroupJob(spec.id, seed0 + g, 4, group=g) for g in range(episodes // 4)]
-        t0 = time.perf_counter()
+        cpu0, t0 = cpu_by_role(), time.perf_counter()
         res = eng.collect(jobs, temperature=1.0, seed=1)
-        wall = time.perf_counter() - t0
+        wall, cpu1 = time.perf_counter() - t0, cpu_by_role()
+        calls = dict(getattr(eng.pool, "calls", {}))
         mem = eng.pool.stats()
     finally:
         eng.close()
     s = res.stats
     return {"episodes": s["episodes"], "steps": s["turns"], "wall_s": wall, "steps_per_s": s["turns"] / wall,
             "episodes_per_s": s["episodes"] / wall, "s_per_episode": wall / s["episodes"],
-            "policy_s": s["policy_s"], "infra_failures": s["infra_failures"], "workers": mem}
+            "policy_s": s["policy_s"], "infra_failures": s["infra_failures"], "workers": mem,
+            "cpu_s_per_episode": {k: round((v - cpu0.get(k, 0.0)) / s["episodes"], 4) for k, v in sorted(cpu1.items())
+                                  if v - cpu0.get(k, 0.0) > 0},
+            "ray_calls_per_episode": {k: v / s["episodes"] for k, v in calls.items()}}
 
 
 def obs_bytes(episodes: int = 2) -> dict:
@@ -164,6 +229,9 @@ def main() -> None:
                   f"{r['s_per_episode'] * 1000:.0f} ms/episode, Chromium {chrom:.0f} MB in "
                   f"{sum(w['chromium_processes'] for w in r['workers'])} processes, infra {r['infra_failures']}",
                   flush=True)
+            print("   CPU s/episode: " + ", ".join(f"{k} {v:.3f}" for k, v in r["cpu_s_per_episode"].items())
+                  + f" (sum {sum(r['cpu_s_per_episode'].values()):.3f}); Ray calls/episode: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in r["ray_calls_per_episode"].items()), flush=True)
     load1 = os.getloadavg()
     ray.shutdown()
     print("\n| envs | " + " | ".join(f"{c} steps/s" for c in args.configs) + " | ray-1 / local ms per episode |")

@@ -26,6 +26,7 @@ import itertools
 import os
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,7 @@ class EnvWorker:
         self.host = BrowserHost.shared()
         self.recycler = Recycler(config, env_config, self.host)
         self.envs: dict[int, Any] = {}
+        self.episodes = 0  # released so far: with the process's RSS, what `PoolConfig.actor_spent` reads
         self._ids = itertools.count()
         self._lock = threading.Lock()
 
@@ -82,10 +84,13 @@ class EnvWorker:
     def step(self, env_id: int, action: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         return self.host.run(self.envs[env_id].step(action))
 
-    def release(self, env_id: int, broken: bool = False) -> None:
+    def release(self, env_id: int, broken: bool = False) -> tuple[int, float]:
+        """Take the env back; returns this actor's episodes so far and its process's RSS (MB)."""
         with self._lock:
             env = self.envs.pop(env_id)
+            self.episodes += 1
         self.host.run(self.recycler.release(env, broken=broken))
+        return self.episodes, process_rss_mb()
 
     def stats(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "rss_mb": process_rss_mb(), "restarts": self.recycler.restarts,
@@ -103,6 +108,7 @@ class _Worker:
     load: int = 0
     alive: bool = True
     pid: int | None = None
+    retiring: bool = False  # spent (`PoolConfig.actor_spent`): takes no new env, replaced once its envs are back
 
 
 @dataclass
@@ -117,6 +123,7 @@ class RemoteEnv:
 
     async def _call(self, method: str, *args: Any) -> Any:
         ray = self.pool.ray
+        self.pool.calls[method] += 1
         try:
             return await getattr(self.worker.handle, method).remote(self.env_id, *args)
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as e:
@@ -144,6 +151,8 @@ class RayPool:
         )
         self.workers: list[_Worker] = []
         self.lost_workers = 0
+        self.replaced = 0  # actors retired and replaced by a limit (replace_actor_after / _above_mb)
+        self.calls: Counter[str] = Counter()  # actor calls made by the envs, by method (benchmarks/ray_scaling.py)
         self._changed: asyncio.Condition | None = None
         for _ in range(config.workers):
             self._spawn()
@@ -179,12 +188,17 @@ class RayPool:
     def _live(self) -> list[_Worker]:
         return [w for w in self.workers if w.alive]
 
+    def _open(self) -> list[_Worker]:
+        """The live workers with a free slot that take new envs (not retiring)."""
+        return [w for w in self.workers if w.alive and not w.retiring and w.load < self.config.max_envs]
+
     async def acquire(self, spec: Any) -> RemoteEnv:
         cond = self._cond()
         async with cond:
-            await cond.wait_for(lambda: any(w.load < self.config.max_envs for w in self._live()))
-            worker = min((w for w in self._live() if w.load < self.config.max_envs), key=lambda w: w.load)
+            await cond.wait_for(self._open)
+            worker = min(self._open(), key=lambda w: w.load)
             worker.load += 1
+        self.calls["open"] += 1
         try:
             env_id = await worker.handle.open.remote(spec)
         except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError):
@@ -199,12 +213,30 @@ class RayPool:
             self._cond().notify_all()
 
     async def release(self, env: RemoteEnv, *, broken: bool = False) -> None:
-        if env.worker.alive:
+        worker = env.worker
+        if worker.alive:
+            self.calls["release"] += 1
             try:
-                await env.worker.handle.release.remote(env.env_id, broken)
+                episodes, rss_mb = await worker.handle.release.remote(env.env_id, broken)
+                worker.retiring = worker.retiring or self.config.actor_spent(episodes, rss_mb)
             except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError):
-                self.lost(env.worker)
-        await self._unload(env.worker)
+                self.lost(worker)
+        await self._unload(worker)
+        if worker.retiring and worker.alive and worker.load == 0:
+            await self._replace(worker)
+
+    async def _replace(self, worker: _Worker) -> None:
+        """Retire `worker` (spent, and none of its envs out): close its envs and browser, end its process, and
+        start a fresh actor in its place."""
+        worker.alive = False
+        try:
+            await asyncio.wait_for(worker.handle.close.remote(), timeout=120)
+        except Exception:  # noqa: BLE001 - an actor that cannot close is killed all the same
+            pass
+        self.ray.kill(worker.handle, no_restart=True)
+        self.replaced += 1
+        self._spawn()
+        await self._notify()
 
     def kill_worker(self, index: int) -> None:
         """Kill worker `index`'s actor at once (what a lost node does); for tests and drills."""
@@ -242,7 +274,8 @@ class EpisodeWorker:
     def ping(self) -> int:
         return os.getpid()
 
-    def run(self, job: Any) -> Any:
+    def run(self, job: Any) -> tuple[Any, float]:
+        """Run `job`; returns its result and this process's RSS (MB) after it."""
         result = self.runner.run(job)
         self.episodes += 1
         c = self.config
@@ -253,7 +286,7 @@ class EpisodeWorker:
             host = BrowserHost.shared()
             host.run(host.restart())
             self.episodes, self.restarts = 0, self.restarts + 1
-        return result
+        return result, process_rss_mb()
 
     def stats(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "rss_mb": process_rss_mb(), "restarts": self.restarts, **chromium_stats()}
@@ -271,7 +304,9 @@ def run_episodes(
 
     `on_failed(job, reason)` makes the record of an episode that could not be run: after ``retries`` lost
     workers, or past ``episode_timeout_s`` (its actor is killed and replaced). `on_lost(index)`: worker
-    `index` died (its partial files can go). Returns counts: episodes, reruns, lost_workers, timeouts."""
+    `index` died (its partial files can go). A worker spent by `PoolConfig.actor_spent` is closed between two
+    episodes and a fresh actor takes its place. Returns counts: episodes, reruns, lost_workers, timeouts,
+    replaced."""
     ray = ray_init(config.address)
     check_placement(ray, min(config.workers, len(jobs)) or 1, config.cpus_per_worker)
     actor = ray.remote(EpisodeWorker).options(num_cpus=config.cpus_per_worker, max_concurrency=2)
@@ -284,13 +319,25 @@ def run_episodes(
     pending = list(reversed(jobs))
     tries: dict[int, int] = {}
     inflight: dict[Any, tuple[int, Any, Any, float]] = {}  # ref -> (worker index, handle, job, start)
-    counts = {"episodes": 0, "reruns": 0, "lost_workers": 0, "timeouts": 0}
+    ran: dict[int, int] = {}  # episodes per worker index (`PoolConfig.actor_spent`)
+    counts = {"episodes": 0, "reruns": 0, "lost_workers": 0, "timeouts": 0, "replaced": 0}
 
     def replace(index: int, handle: Any) -> None:
         ray.kill(handle, no_restart=True)
         counts["lost_workers"] += 1
         if on_lost is not None:
             on_lost(index)
+        j = next(spawned)
+        idle.append((j, actor.remote(make_runner, j, config)))
+
+    def retire(handle: Any) -> None:
+        """A spent actor (idle, between two episodes): closed, ended, and a fresh one started in its place."""
+        try:
+            ray.get(handle.close.remote(), timeout=120)
+        except Exception:  # noqa: BLE001 - an actor that cannot close is killed all the same
+            pass
+        ray.kill(handle, no_restart=True)
+        counts["replaced"] += 1
         j = next(spawned)
         idle.append((j, actor.remote(make_runner, j, config)))
 
@@ -304,7 +351,7 @@ def run_episodes(
             for ref in ready:
                 index, handle, job, _t0 = inflight.pop(ref)
                 try:
-                    result = ray.get(ref)
+                    result, rss_mb = ray.get(ref)
                 except lost_errors as e:
                     replace(index, handle)
                     key = id(job)
@@ -317,7 +364,11 @@ def run_episodes(
                         on_result(on_failed(job, f"rollout worker died {tries[key]} times under this episode "
                                                  f"({type(e).__name__})"))
                     continue
-                idle.append((index, handle))
+                ran[index] = ran.get(index, 0) + 1
+                if config.actor_spent(ran[index], rss_mb):
+                    retire(handle)
+                else:
+                    idle.append((index, handle))
                 counts["episodes"] += 1
                 on_result(result)
             now = time.monotonic()
