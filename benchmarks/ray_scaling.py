@@ -22,6 +22,7 @@ import re
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -106,10 +107,15 @@ def run(policy, spec, pool: PoolConfig, episodes: int, seed0: int) -> dict:
     try:
         eng.collect([GroupJob(spec.id, seed0 + 999, min(pool.concurrency, 4))], temperature=1.0, seed=0)  # warm-up
         jobs = [GroupJob(spec.id, seed0 + g, 4, group=g) for g in range(episodes // 4)]
+        remote = getattr(eng.pool, "calls", None) is not None
+        calls0, call_s0 = (Counter(eng.pool.calls), Counter(eng.pool.call_s)) if remote else (Counter(), Counter())
+        busy0 = _busy(eng.pool.stats()) if remote else 0.0
         cpu0, t0 = cpu_by_role(), time.perf_counter()
         res = eng.collect(jobs, temperature=1.0, seed=1)
         wall, cpu1 = time.perf_counter() - t0, cpu_by_role()
-        calls = dict(getattr(eng.pool, "calls", {}))
+        calls = dict(Counter(eng.pool.calls) - calls0) if remote else {}
+        # the Ray calls' wall time seen here less the time the actors spent in them: the hops' own cost
+        hop_s = (sum((Counter(eng.pool.call_s) - call_s0).values()) - (_busy(eng.pool.stats()) - busy0)) if remote else 0.0
         mem = eng.pool.stats()
     finally:
         eng.close()
@@ -119,7 +125,12 @@ def run(policy, spec, pool: PoolConfig, episodes: int, seed0: int) -> dict:
             "policy_s": s["policy_s"], "infra_failures": s["infra_failures"], "workers": mem,
             "cpu_s_per_episode": {k: round((v - cpu0.get(k, 0.0)) / s["episodes"], 4) for k, v in sorted(cpu1.items())
                                   if v - cpu0.get(k, 0.0) > 0},
-            "ray_calls_per_episode": {k: v / s["episodes"] for k, v in calls.items()}}
+            "ray_calls_per_episode": {k: v / s["episodes"] for k, v in calls.items()},
+            "ray_hop_ms_per_episode": 1000 * hop_s / s["episodes"]}
+
+
+def _busy(stats: list[dict]) -> float:
+    return sum(sum(w.get("busy_s", {}).values()) for w in stats)
 
 
 def obs_bytes(episodes: int = 2) -> dict:
@@ -231,7 +242,8 @@ def main() -> None:
                   flush=True)
             print("   CPU s/episode: " + ", ".join(f"{k} {v:.3f}" for k, v in r["cpu_s_per_episode"].items())
                   + f" (sum {sum(r['cpu_s_per_episode'].values()):.3f}); Ray calls/episode: "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in r["ray_calls_per_episode"].items()), flush=True)
+                  + ", ".join(f"{k} {v:.2f}" for k, v in r["ray_calls_per_episode"].items())
+                  + f"; Ray hops {r['ray_hop_ms_per_episode']:.1f} ms/episode", flush=True)
     load1 = os.getloadavg()
     ray.shutdown()
     print("\n| envs | " + " | ".join(f"{c} steps/s" for c in args.configs) + " | ray-1 / local ms per episode |")

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from agentrl.envs.host import BrowserHost
@@ -65,36 +65,55 @@ class EnvWorker:
         self.recycler = Recycler(config, env_config, self.host)
         self.envs: dict[int, Any] = {}
         self.episodes = 0  # released so far: with the process's RSS, what `PoolConfig.actor_spent` reads
-        self._ids = itertools.count()
+        self.busy_s: Counter[str] = Counter()  # seconds spent in the envs' calls, by method (vs the caller's wall)
+        self._dropped: set[int] = set()  # env ids given back before (or without) being opened
         self._lock = threading.Lock()
 
     def ping(self) -> int:
         return os.getpid()
 
-    def open(self, spec: Any) -> int:
-        env = self.host.run(self.recycler.acquire(spec))
+    def _timed(self, method: str, coro: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self.host.run(coro)
+        finally:
+            self.busy_s[method] += time.perf_counter() - t0
+
+    def open_reset(self, env_id: int, spec: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """An env for `spec` (waiting for a free slot), kept as `env_id` (the caller's), reset with `seed`:
+        one round trip for both."""
+        env = self._timed("open", self.recycler.acquire(spec))
         with self._lock:
-            env_id = next(self._ids)
+            dropped = env_id in self._dropped
             self.envs[env_id] = env
-        return env_id
+        if dropped:  # the caller gave up on it while it waited for a slot (an episode timeout): not kept
+            self.release(env_id, broken=True)
+            raise TimeoutError(f"env {env_id} was given back before it was opened")
+        return self._timed("reset", env.reset(seed))
 
     def reset(self, env_id: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        return self.host.run(self.envs[env_id].reset(seed))
+        return self._timed("reset", self.envs[env_id].reset(seed))
 
-    def step(self, env_id: int, action: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        return self.host.run(self.envs[env_id].step(action))
+    def step(self, env_id: int, action: str) -> tuple[tuple[dict[str, Any], float, bool, bool, dict[str, Any]], Any]:
+        """The env's step; when it ends the episode, the env is taken back in the same call (no `release`
+        round trip): the second item is then what `release` returns, else None."""
+        out = self._timed("step", self.envs[env_id].step(action))
+        return out, (self.release(env_id) if out[2] or out[3] else None)
 
     def release(self, env_id: int, broken: bool = False) -> tuple[int, float]:
-        """Take the env back; returns this actor's episodes so far and its process's RSS (MB)."""
+        """Take the env back (if it is still out); returns this actor's episodes so far and its RSS (MB)."""
         with self._lock:
-            env = self.envs.pop(env_id)
-            self.episodes += 1
-        self.host.run(self.recycler.release(env, broken=broken))
+            env = self.envs.pop(env_id, None)
+            self.episodes += env is not None
+            if env is None:
+                self._dropped.add(env_id)
+        if env is not None:
+            self._timed("release", self.recycler.release(env, broken=broken))
         return self.episodes, process_rss_mb()
 
     def stats(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "rss_mb": process_rss_mb(), "restarts": self.recycler.restarts,
-                "active": self.recycler.active, **chromium_stats()}
+                "active": self.recycler.active, "busy_s": dict(self.busy_s), **chromium_stats()}
 
     def close(self) -> None:
         self.host.run(self.recycler.close())
@@ -113,29 +132,39 @@ class _Worker:
 
 @dataclass
 class RemoteEnv:
-    """An env inside a worker actor, driven from here: the async env interface of `make_async_env`."""
+    """An env inside a worker actor, driven from here: the async env interface of `make_async_env`. Two
+    round trips are saved per episode: the actor's env is taken in the `reset` call (not at `acquire`), and
+    given back in the `step` that ends the episode (`released` then holds the actor's answer)."""
 
     pool: RayPool
     worker: _Worker
     env_id: int
     spec: Any
-    calls: list[str] = field(default_factory=list)
+    opened: bool = False
+    released: tuple[int, float] | None = None
 
     async def _call(self, method: str, *args: Any) -> Any:
-        ray = self.pool.ray
-        self.pool.calls[method] += 1
+        ray, pool = self.pool.ray, self.pool
+        pool.calls[method] += 1
+        t0 = time.perf_counter()
         try:
             return await getattr(self.worker.handle, method).remote(self.env_id, *args)
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as e:
-            self.pool.lost(self.worker)
+            pool.lost(self.worker)
             raise WorkerLost(f"rollout worker {self.worker.index} (pid {self.worker.pid}) died: "
                              f"{type(e).__name__}") from None
+        finally:
+            pool.call_s[method] += time.perf_counter() - t0
 
     async def reset(self, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        return await self._call("reset", seed)
+        if self.opened:  # a second reset of the same env (its episode played again)
+            return await self._call("reset", seed)
+        self.opened = True
+        return await self._call("open_reset", self.spec, seed)
 
     async def step(self, action: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        return await self._call("step", action)
+        out, self.released = await self._call("step", action)
+        return out
 
 
 class RayPool:
@@ -152,7 +181,10 @@ class RayPool:
         self.workers: list[_Worker] = []
         self.lost_workers = 0
         self.replaced = 0  # actors retired and replaced by a limit (replace_actor_after / _above_mb)
-        self.calls: Counter[str] = Counter()  # actor calls made by the envs, by method (benchmarks/ray_scaling.py)
+        # actor calls made by the envs, by method, and their wall time here (benchmarks/ray_scaling.py)
+        self.calls: Counter[str] = Counter()
+        self.call_s: Counter[str] = Counter()
+        self._env_ids = itertools.count()
         self._changed: asyncio.Condition | None = None
         for _ in range(config.workers):
             self._spawn()
@@ -198,14 +230,7 @@ class RayPool:
             await cond.wait_for(self._open)
             worker = min(self._open(), key=lambda w: w.load)
             worker.load += 1
-        self.calls["open"] += 1
-        try:
-            env_id = await worker.handle.open.remote(spec)
-        except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError):
-            self.lost(worker)
-            await self._unload(worker)
-            raise WorkerLost(f"rollout worker {worker.index} died before its episode started") from None
-        return RemoteEnv(self, worker, env_id, spec)
+        return RemoteEnv(self, worker, next(self._env_ids), spec)  # the actor's env is taken at its reset
 
     async def _unload(self, worker: _Worker) -> None:
         async with self._cond():
@@ -214,13 +239,16 @@ class RayPool:
 
     async def release(self, env: RemoteEnv, *, broken: bool = False) -> None:
         worker = env.worker
-        if worker.alive:
-            self.calls["release"] += 1
-            try:
-                episodes, rss_mb = await worker.handle.release.remote(env.env_id, broken)
-                worker.retiring = worker.retiring or self.config.actor_spent(episodes, rss_mb)
-            except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError):
-                self.lost(worker)
+        if worker.alive and env.opened:
+            answer = env.released if not broken else None
+            if answer is None:  # not given back by its last step (the episode ended here, or mid-call)
+                self.calls["release"] += 1
+                try:
+                    answer = await worker.handle.release.remote(env.env_id, broken)
+                except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError):
+                    self.lost(worker)
+            if answer is not None:
+                worker.retiring = worker.retiring or self.config.actor_spent(*answer)
         await self._unload(worker)
         if worker.retiring and worker.alive and worker.load == 0:
             await self._replace(worker)
