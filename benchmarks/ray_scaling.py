@@ -133,6 +133,74 @@ def _busy(stats: list[dict]) -> float:
     return sum(sum(w.get("busy_s", {}).values()) for w in stats)
 
 
+def _profile_on(host) -> tuple:
+    """cProfile on this thread and on `host`'s event-loop thread (a profiler sees only its own thread)."""
+    import cProfile
+
+    main, loop = cProfile.Profile(), cProfile.Profile()
+    host.run(_enable(loop))
+    main.enable()
+    return main, loop
+
+
+async def _enable(prof) -> None:
+    prof.enable()
+
+
+async def _disable(prof) -> None:
+    prof.disable()
+
+
+def _top(prof, n: int = 14) -> str:
+    import io
+    import pstats
+
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(n)
+    return "\n".join(line for line in out.getvalue().splitlines() if line.strip())[:4000]
+
+
+def _actor_profile(worker, start: bool):
+    """Start (or stop and return the text of) cProfile on an EnvWorker actor's event-loop thread and on the
+    thread of Ray's calls, through Ray's ``__ray_call__`` (nothing in the actor's code is for this)."""
+    def go(self, start=start):
+        import cProfile
+
+        if start:
+            self._prof = (cProfile.Profile(), cProfile.Profile())
+            self.host.run(_enable(self._prof[1]))
+            self._prof[0].enable()  # this call's thread: Ray's threaded actor runs calls on a pool of threads
+            return ""
+        self._prof[0].disable()
+        self.host.run(_disable(self._prof[1]))
+        return "calls thread:\n" + _top(self._prof[0]) + "\nevent loop:\n" + _top(self._prof[1])
+    return worker.handle.__ray_call__.remote(go)
+
+
+def profile(policy, spec, pool: PoolConfig, episodes: int) -> None:
+    """cProfile of the learner (its main thread: the decisions; its event loop: the envs or the Ray calls)
+    and, on Ray, of the actor, over `episodes` episodes after a warm-up."""
+    import ray
+
+    model, tok = policy
+    builder = PromptBuilder(tok, system=SHORT_SYSTEM_PROMPT, max_prompt_tokens=1024)
+    eng = RolloutEngine([spec], HFGenerator(model, tok), builder, click_roles=("button", "link", "heading"),
+                        pool=pool, described=True)
+    try:
+        eng.collect([GroupJob(spec.id, 999, min(pool.concurrency, 4))], temperature=1.0, seed=0)
+        workers = getattr(eng.pool, "workers", [])
+        ray.get([_actor_profile(w, True) for w in workers])
+        main, loop = _profile_on(eng.host)
+        eng.collect([GroupJob(spec.id, g, 4, group=g) for g in range(episodes // 4)], temperature=1.0, seed=1)
+        main.disable()
+        eng.host.run(_disable(loop))
+        print("learner, main thread:\n" + _top(main) + "\nlearner, event loop:\n" + _top(loop))
+        for w, text in zip(workers, ray.get([_actor_profile(w, False) for w in workers]), strict=True):
+            print(f"actor {w.index}:\n{text}")
+    finally:
+        eng.close()
+
+
 def obs_bytes(episodes: int = 2) -> dict:
     """What one step sends from a worker to the learner: the pickled (obs, reward, terminated, truncated,
     info) of the scripted agent's steps on the web suite's tasks, without and with a screenshot."""
@@ -206,6 +274,7 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=48, help="per configuration (multiple of 4)")
     ap.add_argument("--configs", nargs="+", default=["local", "ray-1", "ray-2"])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--profile", choices=["local", "ray-1"], help="only cProfile this configuration (--envs' first)")
     args = ap.parse_args()
     if args.hop:
         print(json.dumps(ray_hop(), indent=2))
@@ -223,6 +292,12 @@ def main() -> None:
     data.update(id="click-button-3", max_steps=3)
     (tmp / "t.yaml").write_text(yaml.safe_dump(data))
     spec = load_task(tmp / "t.yaml")
+    if args.profile:
+        n = args.envs[0]
+        pool = PoolConfig(max_envs=n) if args.profile == "local" else PoolConfig(backend="ray", workers=1, max_envs=n)
+        profile(policy, spec, pool, args.episodes)
+        ray.shutdown()
+        return
     rows = []
     load0 = os.getloadavg()
     for n in args.envs:

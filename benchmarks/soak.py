@@ -68,7 +68,8 @@ def marked() -> dict[str, float]:
         out[f"{kind}_rss_mb"] += rss
         out["cpu_s"] += cpu
         if kind == "other":  # which of the others: Ray's actors, its servers, the Playwright drivers
-            role = "actors" if comm.startswith("ray::") else comm if comm in ("gcs_server", "raylet", "node") else "ray other"
+            role = ("actors" if comm.startswith("ray::") else "node drivers" if comm.startswith("node")
+                    else comm if comm in ("gcs_server", "raylet") else "ray other")
             roles[role] = roles.get(role, 0.0) + rss
     out["rss_mb_by_role"] = {k: round(v, 1) for k, v in sorted(roles.items())}
     return out
@@ -273,16 +274,21 @@ def plot(samples: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    fig, (a, c, b) = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
     for phase, color in (("context", "tab:blue"), ("storage", "tab:orange")):
         ph = [s for s in samples if s["phase"] == phase]
         x = [s["episodes"] for s in ph]
         a.plot(x, [s["chromium_rss_mb"] for s in ph], color=color, label=f"Chromium RSS ({phase})")
         a.plot(x, [s["other_rss_mb"] for s in ph], color=color, linestyle="--", label=f"Ray workers RSS ({phase})")
         b.plot(x, [s["chromium_processes"] for s in ph], color=color, label=f"Chromium processes ({phase})")
+        for role, style in (("actors", "-"), ("node drivers", "--"), ("driver", ":"), ("ray other", "-.")):
+            c.plot(x, [s.get("rss_mb_by_role", {}).get(role, float("nan")) for s in ph], color=color,
+                   linestyle=style, label=f"{role} ({phase})")
     a.set_ylabel("MB (summed RSS)")
     b.set_ylabel("processes")
     b.set_xlabel("episodes finished")
+    c.set_ylabel("MB (RSS, by process)")
+    c.legend(fontsize=7, ncol=2)
     a.legend(fontsize=8)
     b.legend(fontsize=8)
     a.set_title("soak: web suite, scripted agent, Ray rollout workers")

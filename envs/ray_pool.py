@@ -1,9 +1,9 @@
 """Rollout envs inside Ray actors: the ``ray`` backend of `agentrl.envs.pool.make_pool` (``pip install agentrl[ray]``).
 
-Each `EnvWorker` actor is a process with its own Chromium (`BrowserHost.shared()`), its own sandbox server
+Each `EnvWorker` actor is a process with its own Chromium (`BrowserHost.for_running_loop()`), its own sandbox server
 (`default_sandbox()`, started on first use inside the actor) and the desktop displays of its desktop tasks;
-it runs up to ``max_envs`` envs at once (a threaded actor: each call blocks one of its threads on the
-actor's event loop) under the per-worker limits of `Recycler`. The policy stays with the caller: the
+it runs up to ``max_envs`` envs at once (an async actor: its calls are coroutines on the actor's event loop, the
+browser's) under the per-worker limits of `Recycler`. The policy stays with the caller: the
 caller sends ``reset(seed)`` and ``step(action)`` and gets the observations back (`RemoteEnv`), so the
 decisions, the ids the learner trains on and their log-probs never leave the learner's process.
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -58,66 +57,73 @@ def check_placement(ray: Any, workers: int, cpus_per_worker: float) -> None:
 
 
 class EnvWorker:
-    """The actor body (made a Ray actor by `RayPool`): envs by id, each one episode at a time."""
+    """The actor body (made a Ray actor by `RayPool`): envs by id, each one episode at a time.
+
+    An async actor: Ray runs its calls as coroutines on the actor's own event loop, which is also the loop
+    of its browser (`BrowserHost.for_running_loop`), so a call goes straight into Playwright. (A threaded
+    actor handing each call to a browser-loop thread paid two thread switches more per call, each a wait
+    for the GIL and a core: ~8 ms per call on this 2-core machine, BENCHMARKS.md.)"""
 
     def __init__(self, config: PoolConfig, env_config: Any) -> None:
-        self.host = BrowserHost.shared()
-        self.recycler = Recycler(config, env_config, self.host)
+        self.config, self.env_config = config, env_config
+        self._recycler: Recycler | None = None  # made on the actor's loop, at its first call
         self.envs: dict[int, Any] = {}
         self.episodes = 0  # released so far: with the process's RSS, what `PoolConfig.actor_spent` reads
         self.busy_s: Counter[str] = Counter()  # seconds spent in the envs' calls, by method (vs the caller's wall)
         self._dropped: set[int] = set()  # env ids given back before (or without) being opened
-        self._lock = threading.Lock()
 
     def ping(self) -> int:
         return os.getpid()
 
-    def _timed(self, method: str, coro: Any) -> Any:
+    @property
+    def recycler(self) -> Recycler:
+        if self._recycler is None:
+            self._recycler = Recycler(self.config, self.env_config, BrowserHost.for_running_loop())
+        return self._recycler
+
+    async def _timed(self, method: str, coro: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            return self.host.run(coro)
+            return await coro
         finally:
             self.busy_s[method] += time.perf_counter() - t0
 
-    def open_reset(self, env_id: int, spec: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def open_reset(self, env_id: int, spec: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """An env for `spec` (waiting for a free slot), kept as `env_id` (the caller's), reset with `seed`:
         one round trip for both."""
-        env = self._timed("open", self.recycler.acquire(spec))
-        with self._lock:
-            dropped = env_id in self._dropped
-            self.envs[env_id] = env
-        if dropped:  # the caller gave up on it while it waited for a slot (an episode timeout): not kept
-            self.release(env_id, broken=True)
+        env = await self._timed("open", self.recycler.acquire(spec))
+        self.envs[env_id] = env
+        if env_id in self._dropped:  # the caller gave up on it while it waited for a slot (an episode timeout)
+            await self.release(env_id, broken=True)
             raise TimeoutError(f"env {env_id} was given back before it was opened")
-        return self._timed("reset", env.reset(seed))
+        return await self._timed("reset", env.reset(seed))
 
-    def reset(self, env_id: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        return self._timed("reset", self.envs[env_id].reset(seed))
+    async def reset(self, env_id: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        return await self._timed("reset", self.envs[env_id].reset(seed))
 
-    def step(self, env_id: int, action: str) -> tuple[tuple[dict[str, Any], float, bool, bool, dict[str, Any]], Any]:
+    async def step(self, env_id: int, action: str) -> tuple[tuple[dict[str, Any], float, bool, bool, dict[str, Any]], Any]:
         """The env's step; when it ends the episode, the env is taken back in the same call (no `release`
         round trip): the second item is then what `release` returns, else None."""
-        out = self._timed("step", self.envs[env_id].step(action))
-        return out, (self.release(env_id) if out[2] or out[3] else None)
+        out = await self._timed("step", self.envs[env_id].step(action))
+        return out, (await self.release(env_id) if out[2] or out[3] else None)
 
-    def release(self, env_id: int, broken: bool = False) -> tuple[int, float]:
+    async def release(self, env_id: int, broken: bool = False) -> tuple[int, float]:
         """Take the env back (if it is still out); returns this actor's episodes so far and its RSS (MB)."""
-        with self._lock:
-            env = self.envs.pop(env_id, None)
-            self.episodes += env is not None
-            if env is None:
-                self._dropped.add(env_id)
-        if env is not None:
-            self._timed("release", self.recycler.release(env, broken=broken))
+        env = self.envs.pop(env_id, None)
+        if env is None:
+            self._dropped.add(env_id)
+        else:
+            self.episodes += 1
+            await self._timed("release", self.recycler.release(env, broken=broken))
         return self.episodes, process_rss_mb()
 
-    def stats(self) -> dict[str, Any]:
+    async def stats(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "rss_mb": process_rss_mb(), "restarts": self.recycler.restarts,
                 "active": self.recycler.active, "busy_s": dict(self.busy_s), **chromium_stats()}
 
-    def close(self) -> None:
-        self.host.run(self.recycler.close())
-        self.host.run(self.host.aclose())
+    async def close(self) -> None:
+        await self.recycler.close()
+        await self.recycler.host.aclose()
 
 
 @dataclass
@@ -174,7 +180,7 @@ class RayPool:
         self.ray = ray = ray_init(config.address)
         check_placement(ray, config.workers, config.cpus_per_worker)
         self.config, self.env_config = config, env_config
-        # threads: every env's calls (max_envs) plus an acquire waiting on each of them, and stats/close
+        # calls in flight at once (coroutines on the actor's loop): every env's, a waiting open each, stats/close
         self._actor = ray.remote(EnvWorker).options(
             num_cpus=config.cpus_per_worker, max_concurrency=2 * config.max_envs + 2
         )
