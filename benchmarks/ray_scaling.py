@@ -16,6 +16,7 @@ Memory: after each run, each worker's Chromium processes (count, summed RSS) and
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -49,7 +50,7 @@ def _role(pid: int, parents: dict[int, int], cmd: dict[int, str], me: int) -> st
     if pid == me:
         return "learner"
     if "ray::" in c or "default_worker.py" in c:
-        return "ray actor"
+        return "ray worker processes"  # the actors (and Ray's idle prestarted workers)
     owner, p = "", parents.get(pid)
     while p:
         if p == me:
@@ -161,19 +162,24 @@ def _top(prof, n: int = 14) -> str:
 
 
 def _actor_profile(worker, start: bool):
-    """Start (or stop and return the text of) cProfile on an EnvWorker actor's event-loop thread and on the
-    thread of Ray's calls, through Ray's ``__ray_call__`` (nothing in the actor's code is for this)."""
+    """Start (or stop and return the text of) cProfile on an EnvWorker actor's event loop (where its calls
+    and its browser run), through Ray's ``__ray_call__`` (nothing in the actor's code is for this)."""
     def go(self, start=start):
         import cProfile
+        import threading
 
+        loop = self.recycler.host.loop
+        done = threading.Event()
         if start:
-            self._prof = (cProfile.Profile(), cProfile.Profile())
-            self.host.run(_enable(self._prof[1]))
-            self._prof[0].enable()  # this call's thread: Ray's threaded actor runs calls on a pool of threads
-            return ""
-        self._prof[0].disable()
-        self.host.run(_disable(self._prof[1]))
-        return "calls thread:\n" + _top(self._prof[0]) + "\nevent loop:\n" + _top(self._prof[1])
+            self._prof = cProfile.Profile()
+        action = self._prof.enable if start else self._prof.disable
+        try:
+            asyncio.get_running_loop()
+            action()  # this call runs on the actor's loop
+        except RuntimeError:
+            loop.call_soon_threadsafe(lambda: (action(), done.set()))
+            done.wait(10)
+        return "" if start else _top(self._prof)
     return worker.handle.__ray_call__.remote(go)
 
 
