@@ -32,6 +32,11 @@ from typing import Any
 from agentrl.envs.host import BrowserHost
 from agentrl.envs.workers import PoolConfig, Recycler, WorkerLost, chromium_stats, process_rss_mb
 
+#: the actors' options besides their CPUs: no task events (Ray records every call's states in both processes
+#: and keeps the last 100,000 calls' in its GCS, for its dashboard and `ray list tasks`: per call, a few steps a
+#: second per env, that is CPU on both sides and GCS memory that grows for hours before its bound)
+QUIET = {"enable_task_events": False}
+
 
 def ray_init(address: str | None = None) -> Any:
     """Import Ray and connect: to `address` (a cluster) when given, else a local Ray started here (once)."""
@@ -182,7 +187,7 @@ class RayPool:
         self.config, self.env_config = config, env_config
         # calls in flight at once (coroutines on the actor's loop): every env's, a waiting open each, stats/close
         self._actor = ray.remote(EnvWorker).options(
-            num_cpus=config.cpus_per_worker, max_concurrency=2 * config.max_envs + 2
+            num_cpus=config.cpus_per_worker, max_concurrency=2 * config.max_envs + 2, **QUIET
         )
         self.workers: list[_Worker] = []
         self.lost_workers = 0
@@ -343,7 +348,7 @@ def run_episodes(
     replaced."""
     ray = ray_init(config.address)
     check_placement(ray, min(config.workers, len(jobs)) or 1, config.cpus_per_worker)
-    actor = ray.remote(EpisodeWorker).options(num_cpus=config.cpus_per_worker, max_concurrency=2)
+    actor = ray.remote(EpisodeWorker).options(num_cpus=config.cpus_per_worker, max_concurrency=2, **QUIET)
     lost_errors = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
     spawned = itertools.count()
     idle: list[tuple[int, Any]] = []
