@@ -149,7 +149,11 @@ def main() -> None:
                     help="the isolations to run (the episodes are split between them)")
     ap.add_argument("--leak-probe", choices=["context", "storage"],
                     help="only run `leak_probe` (in this process, no Ray) with this isolation for --episodes episodes")
+    ap.add_argument("--plot-roles", type=Path, nargs="+", help="only draw `plot_roles` of these runs' OUT folders into --out")
     args = ap.parse_args()
+    if args.plot_roles:
+        plot_roles(args.plot_roles, args.out)
+        return
     if args.leak_probe:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"leak_probe_{args.leak_probe}.json").write_text(json.dumps(leak_probe(args.episodes, args.leak_probe)))
@@ -292,6 +296,28 @@ def plot(samples: list[dict], path: Path) -> None:
     a.legend(fontsize=8)
     b.legend(fontsize=8)
     a.set_title("soak: web suite, scripted agent, Ray rollout workers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def plot_roles(dirs: list[Path], path: Path) -> None:
+    """The RSS of each kind of non-Chromium process against episodes, one panel per run (its samples.jsonl):
+    e.g. before and after a change. Runs whose samples lump the node drivers into "ray other" show them so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(dirs), figsize=(6 * len(dirs), 4), sharey=True, squeeze=False)
+    for ax, d in zip(axes[0], dirs, strict=True):
+        rows = [json.loads(x) for x in (d / "samples.jsonl").read_text().splitlines() if x.strip()]
+        rows = [r for r in rows if r["phase"] not in ("start", "end") and "rss_mb_by_role" in r]
+        for role in sorted({k for r in rows for k in r["rss_mb_by_role"]}):
+            ax.plot([r["episodes"] for r in rows], [r["rss_mb_by_role"].get(role, float("nan")) for r in rows], label=role)
+        ax.set_title(d.name, fontsize=9)
+        ax.set_xlabel("episodes finished")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("MB (RSS)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
