@@ -72,6 +72,9 @@ class PoolConfig:
         for name in ("restart_after", "restart_above_mb", "retries", "replace_actor_after", "replace_actor_above_mb"):
             if getattr(self, name) < 0:
                 raise ValueError(f"rollout {name} must be >= 0, not {getattr(self, name)}")
+        if self.backend != "ray" and (self.replace_actor_after or self.replace_actor_above_mb):
+            raise ValueError("rollout replace_actor_after / replace_actor_above_mb replace Ray actors: they need "
+                             "backend: ray (the local pool's browser restarts with restart_after / restart_above_mb)")
 
     def actor_spent(self, episodes: int, rss_mb: float) -> bool:
         """Whether a Ray worker actor that has run `episodes` episodes and whose process holds `rss_mb` MB is

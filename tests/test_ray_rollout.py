@@ -224,9 +224,11 @@ def test_ray_evaluate_replaces_an_actor_above_its_memory_limit(ray_local, tmp_pa
     assert len({r.worker_pid for r in load_results(tmp_path / "run")}) == 3  # each episode on a fresh process
 
 
-def test_pool_config_refuses_negative_actor_limits() -> None:
+def test_pool_config_refuses_bad_actor_limits() -> None:
     with pytest.raises(ValueError, match="replace_actor_after"):
         PoolConfig(backend="ray", replace_actor_after=-1)
-    assert PoolConfig(replace_actor_after=2).actor_spent(2, 10.0)
-    assert not PoolConfig(replace_actor_after=2, replace_actor_above_mb=100).actor_spent(1, 99.0)
-    assert PoolConfig(replace_actor_above_mb=100).actor_spent(1, 101.0)
+    with pytest.raises(ValueError, match="need backend: ray"):
+        PoolConfig.of({"replace_actor_above_mb": 900})  # the local pool has no actor to replace
+    assert PoolConfig(backend="ray", replace_actor_after=2).actor_spent(2, 10.0)
+    assert not PoolConfig(backend="ray", replace_actor_after=2, replace_actor_above_mb=100).actor_spent(1, 99.0)
+    assert PoolConfig(backend="ray", replace_actor_above_mb=100).actor_spent(1, 101.0)
