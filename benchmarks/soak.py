@@ -60,12 +60,18 @@ def marked() -> dict[str, float]:
             stack.append(c)
     ours.discard(me)
     out = {"chromium_processes": 0, "chromium_rss_mb": 0.0, "other_processes": 0, "other_rss_mb": 0.0, "cpu_s": 0.0}
+    roles: dict[str, float] = {"driver": procs[me][2]} if me in procs else {}
     for p in ours:
         _, comm, rss, cpu, _ = procs[p]
         kind = "chromium" if "chrom" in comm else "other"
         out[f"{kind}_processes"] += 1
         out[f"{kind}_rss_mb"] += rss
         out["cpu_s"] += cpu
+        if kind == "other":  # which of the others: Ray's actors, its servers, the Playwright drivers
+            role = ("actors" if comm.startswith("ray::") else "node drivers" if comm.startswith("node")
+                    else comm if comm in ("gcs_server", "raylet") else "ray other")
+            roles[role] = roles.get(role, 0.0) + rss
+    out["rss_mb_by_role"] = {k: round(v, 1) for k, v in sorted(roles.items())}
     return out
 
 
@@ -78,6 +84,59 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else float("nan")
 
 
+def leak_probe(episodes: int, isolation: str, top: int = 15) -> dict:
+    """What grows in a worker, in this process (no Ray): `evaluate`'s runner (the scripted agent, one env
+    per task, at most 8 kept) over `episodes` episodes of the web suite's tasks; tracemalloc snapshots
+    after the first third and at the end, diffed by line (the Python objects that grew), and the RSS of this
+    process and of its Playwright node driver every 10 episodes (what tracemalloc cannot see)."""
+    import tempfile
+    import tracemalloc
+
+    from agentrl.envs.browser import BrowserEnvConfig
+    from agentrl.envs.workers import process_rss_mb
+
+    from agentrl.evaluate import _Job, _Runner
+    from agentrl.suite import load_suite_spec
+
+    tasks, _ = load_suite_spec(Path(__file__).resolve().parents[1] / "tasks/web").split("train", 1)
+    tasks = [t for t in tasks if t.env == "browser"]
+    root = Path(tempfile.mkdtemp())
+    cfg = BrowserEnvConfig(isolation=isolation, screenshot=False, root_dir=root, record=True, keep_episode_dirs=True)
+    runner = _Runner("scripted", {}, cfg, staging=".worker-0", max_envs=8)
+    me = os.getpid()
+
+    def node_rss() -> float:
+        kids = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and
+                (d / "stat").exists() and f") S {me} " in (d / "stat").read_text().replace(") R ", ") S ")]
+        return sum(process_rss_mb(k) for k in kids if b"node" in Path(f"/proc/{k}/cmdline").read_bytes()[:200])
+
+    rss, snap0 = [], None
+    tracemalloc.start(8)
+    for i in range(episodes):
+        task = tasks[i % len(tasks)]
+        r = runner.run(_Job(i, task, i // len(tasks), ""))
+        if r.error:
+            print("error", task.id, r.error, flush=True)
+        if i % 10 == 9:
+            rss.append({"episodes": i + 1, "python_mb": process_rss_mb(), "node_mb": node_rss(),
+                        "traced_mb": tracemalloc.get_traced_memory()[0] / 2**20})
+            print(json.dumps(rss[-1]), flush=True)
+        if i + 1 == episodes // 3:
+            snap0 = tracemalloc.take_snapshot()
+    snap1 = tracemalloc.take_snapshot()
+    runner.close()
+    n = episodes - episodes // 3
+    grew = [{"kb_per_episode": round(st.size_diff / 1024 / n, 2), "count_per_episode": round(st.count_diff / n, 2),
+             "where": [f"{f.filename.split('site-packages/')[-1]}:{f.lineno}" for f in st.traceback[-4:]]}
+            for st in snap1.compare_to(snap0, "traceback")[:top]]
+    xs = [r["episodes"] for r in rss[len(rss) // 3:]]
+    out = {"episodes": episodes, "isolation": isolation, "grew": grew,
+           "trend_mb_per_1000_episodes": {k: 1000 * slope(xs, [r[k] for r in rss[len(rss) // 3:]])
+                                         for k in ("python_mb", "node_mb", "traced_mb")}, "rss": rss}
+    print(json.dumps(out, indent=1))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--episodes", type=int, default=2000)
@@ -86,7 +145,19 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/soak"))
     ap.add_argument("--report-only", action="store_true", help="only write soak.json/png of a stopped run in OUT")
     ap.add_argument("--mark", default="", help="--report-only: the stopped run's mark")
+    ap.add_argument("--phases", nargs="+", choices=["context", "storage"], default=["context", "storage"],
+                    help="the isolations to run (the episodes are split between them)")
+    ap.add_argument("--leak-probe", choices=["context", "storage"],
+                    help="only run `leak_probe` (in this process, no Ray) with this isolation for --episodes episodes")
+    ap.add_argument("--plot-roles", type=Path, nargs="+", help="only draw `plot_roles` of these runs' OUT folders into --out")
     args = ap.parse_args()
+    if args.plot_roles:
+        plot_roles(args.plot_roles, args.out)
+        return
+    if args.leak_probe:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"leak_probe_{args.leak_probe}.json").write_text(json.dumps(leak_probe(args.episodes, args.leak_probe)))
+        return
     if args.report_only:
         report_only(args)
         return
@@ -123,9 +194,9 @@ def main() -> None:
 
     threading.Thread(target=sampler, daemon=True).start()
     phases = {}
-    per_phase = args.episodes // 2
+    per_phase = args.episodes // len(args.phases)
     seeds_per_task = -(-per_phase // len(tasks))
-    for isolation in ("context", "storage"):
+    for isolation in args.phases:
         state["phase"] = isolation
         seeds = list(range(seeds_per_task))
         picked = [(t, s) for s in seeds for t in tasks][:per_phase]
@@ -167,6 +238,9 @@ def write_report(out: Path, samples: list[dict], phases: dict, tasks: list[str],
             "chromium_rss_mb_per_1000_episodes": 1000 * slope(xs, [s["chromium_rss_mb"] for s in half]),
             "other_rss_mb_per_1000_episodes": 1000 * slope(xs, [s["other_rss_mb"] for s in half]),
             "chromium_processes_per_1000_episodes": 1000 * slope(xs, [s["chromium_processes"] for s in half]),
+            "rss_mb_per_1000_episodes_by_role": {
+                k: round(1000 * slope(xs, [s["rss_mb_by_role"].get(k, 0.0) for s in half]), 1)
+                for k in sorted({k for s in half for k in s.get("rss_mb_by_role", {})})},
             "cpu_s_per_episode": slope([s["episodes"] for s in run], [s["cpu_s"] for s in run]),
             "chromium_processes_min_max": [min((s["chromium_processes"] for s in ph), default=0),
                                            max((s["chromium_processes"] for s in ph), default=0)],
@@ -204,19 +278,46 @@ def plot(samples: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    fig, (a, c, b) = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
     for phase, color in (("context", "tab:blue"), ("storage", "tab:orange")):
         ph = [s for s in samples if s["phase"] == phase]
         x = [s["episodes"] for s in ph]
         a.plot(x, [s["chromium_rss_mb"] for s in ph], color=color, label=f"Chromium RSS ({phase})")
         a.plot(x, [s["other_rss_mb"] for s in ph], color=color, linestyle="--", label=f"Ray workers RSS ({phase})")
         b.plot(x, [s["chromium_processes"] for s in ph], color=color, label=f"Chromium processes ({phase})")
+        for role, style in (("actors", "-"), ("node drivers", "--"), ("driver", ":"), ("ray other", "-.")):
+            c.plot(x, [s.get("rss_mb_by_role", {}).get(role, float("nan")) for s in ph], color=color,
+                   linestyle=style, label=f"{role} ({phase})")
     a.set_ylabel("MB (summed RSS)")
     b.set_ylabel("processes")
     b.set_xlabel("episodes finished")
+    c.set_ylabel("MB (RSS, by process)")
+    c.legend(fontsize=7, ncol=2)
     a.legend(fontsize=8)
     b.legend(fontsize=8)
     a.set_title("soak: web suite, scripted agent, Ray rollout workers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def plot_roles(dirs: list[Path], path: Path) -> None:
+    """The RSS of each kind of non-Chromium process against episodes, one panel per run (its samples.jsonl):
+    e.g. before and after a change. Runs whose samples lump the node drivers into "ray other" show them so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(dirs), figsize=(6 * len(dirs), 4), sharey=True, squeeze=False)
+    for ax, d in zip(axes[0], dirs, strict=True):
+        rows = [json.loads(x) for x in (d / "samples.jsonl").read_text().splitlines() if x.strip()]
+        rows = [r for r in rows if r["phase"] not in ("start", "end") and "rss_mb_by_role" in r]
+        for role in sorted({k for r in rows for k in r["rss_mb_by_role"]}):
+            ax.plot([r["episodes"] for r in rows], [r["rss_mb_by_role"].get(role, float("nan")) for r in rows], label=role)
+        ax.set_title(d.name, fontsize=9)
+        ax.set_xlabel("episodes finished")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("MB (RSS)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

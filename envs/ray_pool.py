@@ -1,9 +1,9 @@
 """Rollout envs inside Ray actors: the ``ray`` backend of `agentrl.envs.pool.make_pool` (``pip install agentrl[ray]``).
 
-Each `EnvWorker` actor is a process with its own Chromium (`BrowserHost.shared()`), its own sandbox server
+Each `EnvWorker` actor is a process with its own Chromium (`BrowserHost.for_running_loop()`), its own sandbox server
 (`default_sandbox()`, started on first use inside the actor) and the desktop displays of its desktop tasks;
-it runs up to ``max_envs`` envs at once (a threaded actor: each call blocks one of its threads on the
-actor's event loop) under the per-worker limits of `Recycler`. The policy stays with the caller: the
+it runs up to ``max_envs`` envs at once (an async actor: its calls are coroutines on the actor's event loop, the
+browser's) under the per-worker limits of `Recycler`. The policy stays with the caller: the
 caller sends ``reset(seed)`` and ``step(action)`` and gets the observations back (`RemoteEnv`), so the
 decisions, the ids the learner trains on and their log-probs never leave the learner's process.
 
@@ -24,13 +24,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import threading
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from agentrl.envs.host import BrowserHost
 from agentrl.envs.workers import PoolConfig, Recycler, WorkerLost, chromium_stats, process_rss_mb
+
+#: the actors' options besides their CPUs: no task events (Ray records every call's states in both processes
+#: and keeps the last 100,000 calls' in its GCS, for its dashboard and `ray list tasks`: per call, a few steps a
+#: second per env, that is CPU on both sides and GCS memory that grows for hours before its bound)
+QUIET = {"enable_task_events": False}
 
 
 def ray_init(address: str | None = None) -> Any:
@@ -57,43 +62,73 @@ def check_placement(ray: Any, workers: int, cpus_per_worker: float) -> None:
 
 
 class EnvWorker:
-    """The actor body (made a Ray actor by `RayPool`): envs by id, each one episode at a time."""
+    """The actor body (made a Ray actor by `RayPool`): envs by id, each one episode at a time.
+
+    An async actor: Ray runs its calls as coroutines on the actor's own event loop, which is also the loop
+    of its browser (`BrowserHost.for_running_loop`), so a call goes straight into Playwright. (A threaded
+    actor handing each call to a browser-loop thread paid two thread switches more per call, each a wait
+    for the GIL and a core: ~8 ms per call on this 2-core machine, BENCHMARKS.md.)"""
 
     def __init__(self, config: PoolConfig, env_config: Any) -> None:
-        self.host = BrowserHost.shared()
-        self.recycler = Recycler(config, env_config, self.host)
+        self.config, self.env_config = config, env_config
+        self._recycler: Recycler | None = None  # made on the actor's loop, at its first call
         self.envs: dict[int, Any] = {}
-        self._ids = itertools.count()
-        self._lock = threading.Lock()
+        self.episodes = 0  # released so far: with the process's RSS, what `PoolConfig.actor_spent` reads
+        self.busy_s: Counter[str] = Counter()  # seconds spent in the envs' calls, by method (vs the caller's wall)
+        self._dropped: set[int] = set()  # env ids given back before (or without) being opened
 
     def ping(self) -> int:
         return os.getpid()
 
-    def open(self, spec: Any) -> int:
-        env = self.host.run(self.recycler.acquire(spec))
-        with self._lock:
-            env_id = next(self._ids)
-            self.envs[env_id] = env
-        return env_id
+    @property
+    def recycler(self) -> Recycler:
+        if self._recycler is None:
+            self._recycler = Recycler(self.config, self.env_config, BrowserHost.for_running_loop())
+        return self._recycler
 
-    def reset(self, env_id: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        return self.host.run(self.envs[env_id].reset(seed))
+    async def _timed(self, method: str, coro: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await coro
+        finally:
+            self.busy_s[method] += time.perf_counter() - t0
 
-    def step(self, env_id: int, action: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        return self.host.run(self.envs[env_id].step(action))
+    async def open_reset(self, env_id: int, spec: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """An env for `spec` (waiting for a free slot), kept as `env_id` (the caller's), reset with `seed`:
+        one round trip for both."""
+        env = await self._timed("open", self.recycler.acquire(spec))
+        self.envs[env_id] = env
+        if env_id in self._dropped:  # the caller gave up on it while it waited for a slot (an episode timeout)
+            await self.release(env_id, broken=True)
+            raise TimeoutError(f"env {env_id} was given back before it was opened")
+        return await self._timed("reset", env.reset(seed))
 
-    def release(self, env_id: int, broken: bool = False) -> None:
-        with self._lock:
-            env = self.envs.pop(env_id)
-        self.host.run(self.recycler.release(env, broken=broken))
+    async def reset(self, env_id: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        return await self._timed("reset", self.envs[env_id].reset(seed))
 
-    def stats(self) -> dict[str, Any]:
+    async def step(self, env_id: int, action: str) -> tuple[tuple[dict[str, Any], float, bool, bool, dict[str, Any]], Any]:
+        """The env's step; when it ends the episode, the env is taken back in the same call (no `release`
+        round trip): the second item is then what `release` returns, else None."""
+        out = await self._timed("step", self.envs[env_id].step(action))
+        return out, (await self.release(env_id) if out[2] or out[3] else None)
+
+    async def release(self, env_id: int, broken: bool = False) -> tuple[int, float]:
+        """Take the env back (if it is still out); returns this actor's episodes so far and its RSS (MB)."""
+        env = self.envs.pop(env_id, None)
+        if env is None:
+            self._dropped.add(env_id)
+        else:
+            self.episodes += 1
+            await self._timed("release", self.recycler.release(env, broken=broken))
+        return self.episodes, process_rss_mb()
+
+    async def stats(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "rss_mb": process_rss_mb(), "restarts": self.recycler.restarts,
-                "active": self.recycler.active, **chromium_stats()}
+                "active": self.recycler.active, "busy_s": dict(self.busy_s), **chromium_stats()}
 
-    def close(self) -> None:
-        self.host.run(self.recycler.close())
-        self.host.run(self.host.aclose())
+    async def close(self) -> None:
+        await self.recycler.close()
+        await self.recycler.host.aclose()
 
 
 @dataclass
@@ -103,32 +138,44 @@ class _Worker:
     load: int = 0
     alive: bool = True
     pid: int | None = None
+    retiring: bool = False  # spent (`PoolConfig.actor_spent`): takes no new env, replaced once its envs are back
 
 
 @dataclass
 class RemoteEnv:
-    """An env inside a worker actor, driven from here: the async env interface of `make_async_env`."""
+    """An env inside a worker actor, driven from here: the async env interface of `make_async_env`. Two
+    round trips are saved per episode: the actor's env is taken in the `reset` call (not at `acquire`), and
+    given back in the `step` that ends the episode (`released` then holds the actor's answer)."""
 
     pool: RayPool
     worker: _Worker
     env_id: int
     spec: Any
-    calls: list[str] = field(default_factory=list)
+    opened: bool = False
+    released: tuple[int, float] | None = None
 
     async def _call(self, method: str, *args: Any) -> Any:
-        ray = self.pool.ray
+        ray, pool = self.pool.ray, self.pool
+        pool.calls[method] += 1
+        t0 = time.perf_counter()
         try:
             return await getattr(self.worker.handle, method).remote(self.env_id, *args)
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as e:
-            self.pool.lost(self.worker)
+            pool.lost(self.worker)
             raise WorkerLost(f"rollout worker {self.worker.index} (pid {self.worker.pid}) died: "
                              f"{type(e).__name__}") from None
+        finally:
+            pool.call_s[method] += time.perf_counter() - t0
 
     async def reset(self, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        return await self._call("reset", seed)
+        if self.opened:  # a second reset of the same env (its episode played again)
+            return await self._call("reset", seed)
+        self.opened = True
+        return await self._call("open_reset", self.spec, seed)
 
     async def step(self, action: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        return await self._call("step", action)
+        out, self.released = await self._call("step", action)
+        return out
 
 
 class RayPool:
@@ -138,12 +185,17 @@ class RayPool:
         self.ray = ray = ray_init(config.address)
         check_placement(ray, config.workers, config.cpus_per_worker)
         self.config, self.env_config = config, env_config
-        # threads: every env's calls (max_envs) plus an acquire waiting on each of them, and stats/close
+        # calls in flight at once (coroutines on the actor's loop): every env's, a waiting open each, stats/close
         self._actor = ray.remote(EnvWorker).options(
-            num_cpus=config.cpus_per_worker, max_concurrency=2 * config.max_envs + 2
+            num_cpus=config.cpus_per_worker, max_concurrency=2 * config.max_envs + 2, **QUIET
         )
         self.workers: list[_Worker] = []
         self.lost_workers = 0
+        self.replaced = 0  # actors retired and replaced by a limit (replace_actor_after / _above_mb)
+        # actor calls made by the envs, by method, and their wall time here (benchmarks/ray_scaling.py)
+        self.calls: Counter[str] = Counter()
+        self.call_s: Counter[str] = Counter()
+        self._env_ids = itertools.count()
         self._changed: asyncio.Condition | None = None
         for _ in range(config.workers):
             self._spawn()
@@ -179,19 +231,17 @@ class RayPool:
     def _live(self) -> list[_Worker]:
         return [w for w in self.workers if w.alive]
 
+    def _open(self) -> list[_Worker]:
+        """The live workers with a free slot that take new envs (not retiring)."""
+        return [w for w in self.workers if w.alive and not w.retiring and w.load < self.config.max_envs]
+
     async def acquire(self, spec: Any) -> RemoteEnv:
         cond = self._cond()
         async with cond:
-            await cond.wait_for(lambda: any(w.load < self.config.max_envs for w in self._live()))
-            worker = min((w for w in self._live() if w.load < self.config.max_envs), key=lambda w: w.load)
+            await cond.wait_for(self._open)
+            worker = min(self._open(), key=lambda w: w.load)
             worker.load += 1
-        try:
-            env_id = await worker.handle.open.remote(spec)
-        except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError):
-            self.lost(worker)
-            await self._unload(worker)
-            raise WorkerLost(f"rollout worker {worker.index} died before its episode started") from None
-        return RemoteEnv(self, worker, env_id, spec)
+        return RemoteEnv(self, worker, next(self._env_ids), spec)  # the actor's env is taken at its reset
 
     async def _unload(self, worker: _Worker) -> None:
         async with self._cond():
@@ -199,12 +249,33 @@ class RayPool:
             self._cond().notify_all()
 
     async def release(self, env: RemoteEnv, *, broken: bool = False) -> None:
-        if env.worker.alive:
-            try:
-                await env.worker.handle.release.remote(env.env_id, broken)
-            except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError):
-                self.lost(env.worker)
-        await self._unload(env.worker)
+        worker = env.worker
+        if worker.alive and env.opened:
+            answer = env.released if not broken else None
+            if answer is None:  # not given back by its last step (the episode ended here, or mid-call)
+                self.calls["release"] += 1
+                try:
+                    answer = await worker.handle.release.remote(env.env_id, broken)
+                except (self.ray.exceptions.RayActorError, self.ray.exceptions.WorkerCrashedError):
+                    self.lost(worker)
+            if answer is not None:
+                worker.retiring = worker.retiring or self.config.actor_spent(*answer)
+        await self._unload(worker)
+        if worker.retiring and worker.alive and worker.load == 0:
+            await self._replace(worker)
+
+    async def _replace(self, worker: _Worker) -> None:
+        """Retire `worker` (spent, and none of its envs out): close its envs and browser, end its process, and
+        start a fresh actor in its place."""
+        worker.alive = False
+        try:
+            await asyncio.wait_for(worker.handle.close.remote(), timeout=120)
+        except Exception:  # noqa: BLE001 - an actor that cannot close is killed all the same
+            pass
+        self.ray.kill(worker.handle, no_restart=True)
+        self.replaced += 1
+        self._spawn()
+        await self._notify()
 
     def kill_worker(self, index: int) -> None:
         """Kill worker `index`'s actor at once (what a lost node does); for tests and drills."""
@@ -242,7 +313,8 @@ class EpisodeWorker:
     def ping(self) -> int:
         return os.getpid()
 
-    def run(self, job: Any) -> Any:
+    def run(self, job: Any) -> tuple[Any, float]:
+        """Run `job`; returns its result and this process's RSS (MB) after it."""
         result = self.runner.run(job)
         self.episodes += 1
         c = self.config
@@ -253,7 +325,7 @@ class EpisodeWorker:
             host = BrowserHost.shared()
             host.run(host.restart())
             self.episodes, self.restarts = 0, self.restarts + 1
-        return result
+        return result, process_rss_mb()
 
     def stats(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "rss_mb": process_rss_mb(), "restarts": self.restarts, **chromium_stats()}
@@ -271,10 +343,12 @@ def run_episodes(
 
     `on_failed(job, reason)` makes the record of an episode that could not be run: after ``retries`` lost
     workers, or past ``episode_timeout_s`` (its actor is killed and replaced). `on_lost(index)`: worker
-    `index` died (its partial files can go). Returns counts: episodes, reruns, lost_workers, timeouts."""
+    `index` died (its partial files can go). A worker spent by `PoolConfig.actor_spent` is closed between two
+    episodes and a fresh actor takes its place. Returns counts: episodes, reruns, lost_workers, timeouts,
+    replaced."""
     ray = ray_init(config.address)
     check_placement(ray, min(config.workers, len(jobs)) or 1, config.cpus_per_worker)
-    actor = ray.remote(EpisodeWorker).options(num_cpus=config.cpus_per_worker, max_concurrency=2)
+    actor = ray.remote(EpisodeWorker).options(num_cpus=config.cpus_per_worker, max_concurrency=2, **QUIET)
     lost_errors = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
     spawned = itertools.count()
     idle: list[tuple[int, Any]] = []
@@ -284,13 +358,25 @@ def run_episodes(
     pending = list(reversed(jobs))
     tries: dict[int, int] = {}
     inflight: dict[Any, tuple[int, Any, Any, float]] = {}  # ref -> (worker index, handle, job, start)
-    counts = {"episodes": 0, "reruns": 0, "lost_workers": 0, "timeouts": 0}
+    ran: dict[int, int] = {}  # episodes per worker index (`PoolConfig.actor_spent`)
+    counts = {"episodes": 0, "reruns": 0, "lost_workers": 0, "timeouts": 0, "replaced": 0}
 
     def replace(index: int, handle: Any) -> None:
         ray.kill(handle, no_restart=True)
         counts["lost_workers"] += 1
         if on_lost is not None:
             on_lost(index)
+        j = next(spawned)
+        idle.append((j, actor.remote(make_runner, j, config)))
+
+    def retire(handle: Any) -> None:
+        """A spent actor (idle, between two episodes): closed, ended, and a fresh one started in its place."""
+        try:
+            ray.get(handle.close.remote(), timeout=120)
+        except Exception:  # noqa: BLE001 - an actor that cannot close is killed all the same
+            pass
+        ray.kill(handle, no_restart=True)
+        counts["replaced"] += 1
         j = next(spawned)
         idle.append((j, actor.remote(make_runner, j, config)))
 
@@ -304,7 +390,7 @@ def run_episodes(
             for ref in ready:
                 index, handle, job, _t0 = inflight.pop(ref)
                 try:
-                    result = ray.get(ref)
+                    result, rss_mb = ray.get(ref)
                 except lost_errors as e:
                     replace(index, handle)
                     key = id(job)
@@ -317,7 +403,11 @@ def run_episodes(
                         on_result(on_failed(job, f"rollout worker died {tries[key]} times under this episode "
                                                  f"({type(e).__name__})"))
                     continue
-                idle.append((index, handle))
+                ran[index] = ran.get(index, 0) + 1
+                if config.actor_spent(ran[index], rss_mb):
+                    retire(handle)
+                else:
+                    idle.append((index, handle))
                 counts["episodes"] += 1
                 on_result(result)
             now = time.monotonic()

@@ -18,7 +18,10 @@ The limits (`PoolConfig`) hold per worker (the local pool is one worker): at mos
 time (`Recycler`; for whole-episode runs, at most ``max_envs`` kept: `EnvCache`), an episode wall-clock
 timeout (``episode_timeout_s``, enforced by the caller), and the browser restarted after ``restart_after``
 episodes or when its processes' memory passes ``restart_above_mb`` (between episodes: the worker first lets
-the running ones finish).
+the running ones finish). On Ray, the worker actor itself (its Python process, Playwright driver, sandbox
+server and browser) is retired and replaced by a fresh one after ``replace_actor_after`` episodes or once its
+process's RSS passes ``replace_actor_above_mb``: it takes no new episode, the running ones finish, then it is
+closed and a new actor takes its place, so no episode is cut short.
 
 `WorkerLost` is what an env raises when its worker died under it (a killed actor, a lost node): the episode
 is not the policy's doing and is re-run elsewhere from the same seed; never a reward.
@@ -55,6 +58,8 @@ class PoolConfig:
     restart_after: int = 0  # restart a worker's browser after this many episodes (0: never)
     restart_above_mb: float = 0.0  # ... or when its Chromium processes' RSS passes this many MB (0: never)
     retries: int = 2  # re-runs of an episode whose worker died, on another worker, before it is recorded failed
+    replace_actor_after: int = 0  # ray: retire a worker actor (its whole process) after this many episodes (0: never)
+    replace_actor_above_mb: float = 0.0  # ray: ... or once its process's RSS passes this many MB (0: never)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -64,8 +69,18 @@ class PoolConfig:
                 raise ValueError(f"rollout {name} must be >= 1, not {getattr(self, name)}")
         if self.cpus_per_worker <= 0 or self.episode_timeout_s <= 0:
             raise ValueError("rollout cpus_per_worker and episode_timeout_s must be > 0")
-        if self.restart_after < 0 or self.restart_above_mb < 0 or self.retries < 0:
-            raise ValueError("rollout restart_after, restart_above_mb and retries must be >= 0")
+        for name in ("restart_after", "restart_above_mb", "retries", "replace_actor_after", "replace_actor_above_mb"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"rollout {name} must be >= 0, not {getattr(self, name)}")
+        if self.backend != "ray" and (self.replace_actor_after or self.replace_actor_above_mb):
+            raise ValueError("rollout replace_actor_after / replace_actor_above_mb replace Ray actors: they need "
+                             "backend: ray (the local pool's browser restarts with restart_after / restart_above_mb)")
+
+    def actor_spent(self, episodes: int, rss_mb: float) -> bool:
+        """Whether a Ray worker actor that has run `episodes` episodes and whose process holds `rss_mb` MB is
+        to be replaced by a fresh one (between episodes: `replace_actor_after`, `replace_actor_above_mb`)."""
+        return bool((self.replace_actor_after and episodes >= self.replace_actor_after)
+                    or (self.replace_actor_above_mb and rss_mb > self.replace_actor_above_mb))
 
     @property
     def concurrency(self) -> int:

@@ -189,3 +189,46 @@ def test_ray_rm_collect_writes_what_the_local_collect_writes(ray_local, tmp_path
         assert all(r["error"] is None and (out / "episodes" / r["episode"] / "trajectory.jsonl").exists() for r in lines)
         rows[name] = sorted((r["task_id"], r["seed"], r["agent"], r["return"]) for r in lines)
     assert rows["ray"] == rows["local"] and len(rows["ray"]) >= 2 * 3
+
+
+def test_ray_actor_replaced_after_episodes_loses_no_episode(ray_local, setup) -> None:
+    """`replace_actor_after`: a worker actor that has run its episodes takes no new one, is closed once its
+    envs are back and a fresh actor (a new process) takes its place; no episode is cut, re-run or failed,
+    and the trajectories are those of the local pool."""
+    pool = PoolConfig(backend="ray", workers=1, cpus_per_worker=0.5, max_envs=2, replace_actor_after=3)
+    eng = engine(setup, pool)
+    try:
+        first = eng.pool.workers[0].pid
+        res = eng.collect(JOBS, temperature=1.0, seed=5)
+        rp = eng.pool
+        assert rp.replaced >= 2 and len(rp.workers) == 1 + rp.replaced  # 10 episodes, 3-4 per actor (2 at once)
+        assert [w.alive for w in rp.workers].count(True) == 1
+        (now,) = eng.pool.stats()
+        assert now["pid"] != first
+    finally:
+        eng.close()
+    assert res.stats["episodes"] == 10 and res.stats["infra_failures"] == 0 and res.stats["worker_reruns"] == 0
+    assert fingerprint(res.trajectories) == fingerprint(collect(setup, PoolConfig(max_envs=4)).trajectories)
+
+
+def test_ray_evaluate_replaces_an_actor_above_its_memory_limit(ray_local, tmp_path: Path) -> None:
+    """`replace_actor_above_mb` on whole-episode runs: an actor whose process passes the limit after an
+    episode is replaced before the next (here every one: 1 MB); every episode is recorded, none failed."""
+    from agentrl.evaluate import evaluate, load_results
+
+    tasks = [load_task(REPO / "tasks/core/reports-open.yaml")]
+    pool = PoolConfig(backend="ray", workers=1, cpus_per_worker=0.5, replace_actor_above_mb=1)
+    s = evaluate(tasks, "scripted", [0, 1, 2], tmp_path / "run", pool=pool, progress=False, report=False)
+    assert s["episodes"] == 3 and s["errors"] == 0 and s["success_rate"] == 1.0
+    assert s["ray"]["replaced"] == 3 and s["ray"]["lost_workers"] == 0 and s["ray"]["reruns"] == 0
+    assert len({r.worker_pid for r in load_results(tmp_path / "run")}) == 3  # each episode on a fresh process
+
+
+def test_pool_config_refuses_bad_actor_limits() -> None:
+    with pytest.raises(ValueError, match="replace_actor_after"):
+        PoolConfig(backend="ray", replace_actor_after=-1)
+    with pytest.raises(ValueError, match="need backend: ray"):
+        PoolConfig.of({"replace_actor_above_mb": 900})  # the local pool has no actor to replace
+    assert PoolConfig(backend="ray", replace_actor_after=2).actor_spent(2, 10.0)
+    assert not PoolConfig(backend="ray", replace_actor_after=2, replace_actor_above_mb=100).actor_spent(1, 99.0)
+    assert PoolConfig(backend="ray", replace_actor_above_mb=100).actor_spent(1, 101.0)

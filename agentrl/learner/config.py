@@ -79,7 +79,8 @@ class TrainConfig:
     num_envs: int = 32  # concurrent browser envs of the local pool (one Chromium, one event loop)
     # where the envs run (agentrl.envs.workers.PoolConfig): {backend: local | ray, address, workers,
     # cpus_per_worker, max_envs (per worker; local: num_envs), episode_timeout_s, restart_after,
-    # restart_above_mb, retries}; None: the local pool. `agentrl train --ray-address` sets backend and address.
+    # restart_above_mb, retries, replace_actor_after, replace_actor_above_mb}; None: the local pool.
+    # `agentrl train --ray-address` sets backend and address.
     rollout: dict[str, Any] | None = None
     # "context": a new browser context per episode; "storage": two per env taking turns, wiped in the
     # background (faster; BrowserEnvConfig.isolation)

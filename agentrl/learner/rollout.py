@@ -193,6 +193,7 @@ class RolloutEngine:
         # it): a group's G samples share one forward even when their envs ask at different times
         self._scores: dict[tuple, Any] = {}
         self._seed = 0
+        self._playing = 0  # episodes between their reset and their end (event-loop thread; read by collect)
         # held while deciding: the trainer takes it to swap the generator's weights between two decision
         # batches when rollouts overlap the update (async_rollouts), then `weights_changed` drops the scores
         self.policy_lock = threading.RLock()
@@ -228,7 +229,8 @@ class RolloutEngine:
                 continue
             batch = [first]
             deadline = time.perf_counter() + self.batch_wait_s
-            while (left := deadline - time.perf_counter()) > 0:
+            # no wait for more once every episode in play is waiting for a decision (none could ask now)
+            while len(batch) < self._playing and (left := deadline - time.perf_counter()) > 0:
                 try:
                     batch.append(self._requests.get(timeout=left))
                 except queue.Empty:
@@ -382,6 +384,13 @@ class RolloutEngine:
         return traj
 
     async def _play(self, env: Any, traj: Trajectory) -> None:
+        self._playing += 1
+        try:
+            await self._turns(env, traj)
+        finally:
+            self._playing -= 1
+
+    async def _turns(self, env: Any, traj: Trajectory) -> None:
         obs, _ = await env.reset(traj.seed)
         history: list[str] = []
         space = self.space
