@@ -212,16 +212,37 @@ def test_ray_actor_replaced_after_episodes_loses_no_episode(ray_local, setup) ->
 
 
 def test_ray_evaluate_replaces_an_actor_above_its_memory_limit(ray_local, tmp_path: Path) -> None:
-    """`replace_actor_above_mb` on whole-episode runs: an actor whose process passes the limit after an
-    episode is replaced before the next (here every one: 1 MB); every episode is recorded, none failed."""
-    from agentrl.evaluate import evaluate, load_results
+    """`agentrl evaluate --backend ray --replace-actor-above-mb`: an actor whose process passes the limit after
+    an episode is replaced before the next (here every one: 1 MB); every episode is recorded, none failed."""
+    from typer.testing import CliRunner
 
-    tasks = [load_task(REPO / "tasks/core/reports-open.yaml")]
-    pool = PoolConfig(backend="ray", workers=1, cpus_per_worker=0.5, replace_actor_above_mb=1)
-    s = evaluate(tasks, "scripted", [0, 1, 2], tmp_path / "run", pool=pool, progress=False, report=False)
+    from agentrl.cli import app
+    from agentrl.evaluate import load_results
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["evaluate", "--suite", "core", "--task", "reports-open", "--seeds", "3",
+                                 "--backend", "ray", "--workers", "1", "--cpus-per-worker", "0.5",
+                                 "--replace-actor-above-mb", "1", "--no-report", "--out", str(out)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
     assert s["episodes"] == 3 and s["errors"] == 0 and s["success_rate"] == 1.0
     assert s["ray"]["replaced"] == 3 and s["ray"]["lost_workers"] == 0 and s["ray"]["reruns"] == 0
-    assert len({r.worker_pid for r in load_results(tmp_path / "run")}) == 3  # each episode on a fresh process
+    assert len({r.worker_pid for r in load_results(out)}) == 3  # each episode on a fresh process
+
+
+def test_ray_limits_refused_on_the_local_backend_by_the_cli(tmp_path: Path) -> None:
+    """A Ray-only limit given to a local run is an error naming it, never a silent no-op."""
+    from typer.testing import CliRunner
+
+    from agentrl.cli import app
+
+    for cmd in (["evaluate", "--suite", "core", "--task", "reports-open", "--seeds", "1", "--replace-actor-after", "2"],
+                ["evaluate", "--suite", "core", "--task", "reports-open", "--seeds", "1", "--restart-browser-after", "2"],
+                ["rm", "collect", "--suite", "core", "--task", "reports-open", "--replace-actor-above-mb", "500"]):
+        r = CliRunner().invoke(app, [*cmd, "--out", str(tmp_path / "x")])
+        assert r.exit_code != 0 and ("replace_actor" in r.output or "restart-browser-after" in r.output), r.output
+        assert not (tmp_path / "x").exists()
 
 
 def test_pool_config_refuses_bad_actor_limits() -> None:

@@ -51,6 +51,10 @@ def evaluate(
                                     "--backend ray."),
     cpus_per_worker: float = typer.Option(1.0, help="ray: CPUs each worker actor reserves (fractions allowed)."),
     episode_timeout: float = typer.Option(900.0, help="ray: an episode longer than this (s) is recorded as an error."),
+    restart_browser_after: int = typer.Option(0, help="ray: restart a worker's browser after this many episodes (0: never)."),
+    replace_actor_after: int = typer.Option(0, help="ray: replace a worker actor (its whole process) after this many "
+                                            "episodes (0: never)."),
+    replace_actor_above_mb: float = typer.Option(0.0, help="ray: ... or once its process's RSS passes this many MB."),
     resume: bool = typer.Option(False, "--resume", help="Keep the episodes already in OUT/results.jsonl (a stopped "
                                 "or killed run) and run only the missing ones."),
     out: Path = typer.Option(Path("runs/eval"), help="Run directory."),
@@ -117,9 +121,15 @@ def evaluate(
         raise typer.Exit(2)
     from agentrl.envs.workers import PoolConfig
 
+    if restart_browser_after and not (ray_address or backend == "ray"):
+        err.print("--restart-browser-after restarts a Ray worker's browser: it needs --backend ray (a local worker "
+                  "process starts a fresh browser per run)", markup=False)
+        raise typer.Exit(2)
     try:
         pool = PoolConfig(backend="ray" if ray_address else backend, address=ray_address, workers=max(1, workers),
-                          cpus_per_worker=cpus_per_worker, episode_timeout_s=episode_timeout)
+                          cpus_per_worker=cpus_per_worker, episode_timeout_s=episode_timeout,
+                          restart_after=restart_browser_after, replace_actor_after=replace_actor_after,
+                          replace_actor_above_mb=replace_actor_above_mb)
     except ValueError as e:
         err.print(str(e), markup=False)
         raise typer.Exit(2) from None

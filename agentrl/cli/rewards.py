@@ -33,6 +33,9 @@ def rm_collect(
     ray_address: str = typer.Option(None, help="A Ray cluster ('auto', ray://HOST:10001); implies --backend ray."),
     workers: int = typer.Option(2, help="ray: worker actors, each with its own browser and sandbox server."),
     cpus_per_worker: float = typer.Option(1.0, help="ray: CPUs each worker actor reserves (fractions allowed)."),
+    replace_actor_after: int = typer.Option(0, help="ray: replace a worker actor (its whole process) after this many "
+                                            "episodes (0: never)."),
+    replace_actor_above_mb: float = typer.Option(0.0, help="ray: ... or once its process's RSS passes this many MB."),
 ) -> None:
     """Run the scripted agent, oracle prefixes, near-misses and the random agent: trajectories to pair."""
     from agentrl.collect import collect
@@ -42,7 +45,8 @@ def rm_collect(
     tasks = load_tasks(resolve_suite(suite), task or None)
     try:
         pool = PoolConfig(backend="ray" if ray_address else backend, address=ray_address, workers=workers,
-                          cpus_per_worker=cpus_per_worker)
+                          cpus_per_worker=cpus_per_worker, replace_actor_after=replace_actor_after,
+                          replace_actor_above_mb=replace_actor_above_mb)
         collect(tasks, list(range(seeds)), out, random_episodes=random_episodes, progress=sys.stderr.isatty(),
                 pool=pool)
     except (ValueError, ImportError) as e:
