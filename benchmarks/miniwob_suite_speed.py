@@ -19,6 +19,7 @@ ratios over the tasks both ran, per category and overall, and each side's slowes
     .venv/bin/python benchmarks/miniwob_suite_speed.py --episodes 1 --max-steps 5 --peers ../shared/bench \\
         --json benchmarks/results/miniwob_suite_speed.json
     .venv/bin/python benchmarks/miniwob_suite_speed.py --sides storage --tasks click-test,bisect-angle
+    .venv/bin/python benchmarks/miniwob_suite_speed.py --report benchmarks/results/miniwob_suite_speed.json
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ def run_peer(side: str, tasks: list[str], args: argparse.Namespace, out_dir: Pat
 def summarize(rows: list[dict]) -> dict:
     row = aggregate(rows)
     ran = [r for r in rows if "error" not in r]
+    if ran:  # the peers make an env (Farama: a browser) per task; agentrl's envs share one browser
+        row["steps_per_s_incl_create"] = round(row["steps"] / sum(r["create_s"] + r["_wall_s"] for r in ran), 2)
     if ran and "agree" in ran[0]:
         row["agree"] = round(sum(r["agree"] * r["episodes"] for r in ran) / sum(r["episodes"] for r in ran), 3)
     row.pop("task")
@@ -170,27 +173,30 @@ def ratios(sides: dict[str, list[dict]], base: str, categories: dict[str, str]) 
         for t in both:
             cats.setdefault(categories.get(t, "?"), []).append(t)
 
-        def rate(rs: dict, ts: list[str]) -> float:
-            return sum(rs[t]["steps"] for t in ts) / sum(rs[t]["_wall_s"] for t in ts)
+        def rate(rs: dict, ts: list[str], create: bool = False) -> float:
+            return sum(rs[t]["steps"] for t in ts) / sum(rs[t]["_wall_s"] + create * rs[t]["create_s"] for t in ts)
 
         out[side] = {"tasks": len(both), "all": round(rate(mine, both) / rate(theirs, both), 2) if both else None,
+                     "all_incl_create": round(rate(mine, both, True) / rate(theirs, both, True), 2) if both else None,
                      **{c: round(rate(mine, ts) / rate(theirs, ts), 2) for c, ts in sorted(cats.items())}}
     return out
 
 
 def report(result: dict) -> str:
-    cols = ["reset_med_ms", "step_med_ms", "steps_per_s_incl_reset", "success", "agree", "steps"]
+    cols = ["reset_med_ms", "step_med_ms", "steps_per_s_incl_reset", "steps_per_s_incl_create", "success", "agree",
+            "steps"]
     lines = ["| side | " + " | ".join(cols) + " | tasks run | errors |", "|---|" + "---:|" * (len(cols) + 2)]
     for side, s in result["summary"].items():
         errs = ", ".join(s["error_tasks"][:8]) + (" ..." if len(s["error_tasks"]) > 8 else "")
         lines.append(f"| {LABELS[side]} | " + " | ".join(str(s.get(c, "")) for c in cols)
                      + f" | {s['tasks'] - s['errors']}/{s['tasks']} | {s['errors']}{': ' + errs if errs else ''} |")
     if result["ratios"]:
-        cats = sorted({c for r in result["ratios"].values() for c in r if c not in ("tasks", "all")})
-        lines += ["", f"{result['base']} / peer, steps/s including resets, over the tasks both ran:", "",
-                  "| peer | tasks | all | " + " | ".join(cats) + " |", "|---|" + "---:|" * (len(cats) + 2)]
+        cats = sorted({c for r in result["ratios"].values() for c in r if c not in ("tasks", "all", "all_incl_create")})
+        lines += ["", f"{result['base']} / peer, steps/s including resets (and including env creation), over the "
+                  "tasks both ran:", "", "| peer | tasks | all | all, incl. creation | " + " | ".join(cats) + " |",
+                  "|---|" + "---:|" * (len(cats) + 3)]
         for side, r in result["ratios"].items():
-            lines.append(f"| {LABELS[side]} | {r['tasks']} | **{r['all']}x** | "
+            lines.append(f"| {LABELS[side]} | {r['tasks']} | **{r['all']}x** | {r['all_incl_create']}x | "
                          + " | ".join(f"{r.get(c, '')}x" for c in cats) + " |")
     lines += ["", "Slowest tasks per side (steps/s including resets):"]
     for side, rows in result["per_task"].items():
@@ -216,7 +222,14 @@ def main() -> None:
     ap.add_argument("--peer-timeout", type=int, default=3600, help="seconds per peer side")
     ap.add_argument("--peer-chromium", default=HEADLESS_SHELL, help="BENCH_CHROMIUM; default: agentrl's binary")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--report", default=None, metavar="JSON", help="only print the tables of an earlier run's JSON")
     args = ap.parse_args()
+    if args.report:
+        result = json.loads(Path(args.report).read_text())
+        result["summary"] = {side: summarize(rows) for side, rows in result["per_task"].items()}
+        result["ratios"] = ratios(result["per_task"], result["base"], result["categories"]) if result["base"] else {}
+        print(f"{result['note']}\n\n{report(result)}")
+        return
     if unknown := [s for s in args.sides if s not in SIDES]:
         ap.error(f"--sides: unknown {unknown}; known: {', '.join(SIDES)}")
     if not args.peers and any(SIDES[s][0] != "agentrl" for s in args.sides):
