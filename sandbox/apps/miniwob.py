@@ -98,6 +98,16 @@ class MiniWoBApp(App):
         """Names of the MiniWoB++ tasks shipped with the package (``click-test``, ...)."""
         return sorted(p.stem for p in (self.root / "miniwob").glob("*.html"))
 
+    def registered_tasks(self) -> list[str]:
+        """The tasks the package registers as ``miniwob/<task>-v1`` on its ``html/miniwob`` pages (the 125 of
+        MiniWoB++ that Farama's env and BrowserGym run; a few pages of the folder are not registered, and
+        the registered ``flight.*`` tasks load whole airline sites from ``html/flight``)."""
+        import gymnasium
+        import miniwob  # noqa: F401  (registers its envs with gymnasium)
+
+        ids = (k.removeprefix("miniwob/").removesuffix("-v1") for k in gymnasium.registry if k.startswith("miniwob/"))
+        return sorted(t for t in ids if (self.root / "miniwob" / f"{t}.html").is_file())
+
     def new_state(self, seed: int) -> MiniWoBState:
         return MiniWoBState(seed=seed)
 
