@@ -11,7 +11,7 @@ from agentrl.suites import SUITES_DIR
 
 from agentrl.agents import RandomAgent
 from agentrl.evaluate import run_episode
-from agentrl.taskspec import load_suite
+from agentrl.taskspec import load_suite, load_task
 from agentrl.testing import check_near_miss, check_noop, check_oracle, check_task
 
 CORE = load_suite(SUITES_DIR / "core")
@@ -58,3 +58,21 @@ TRAIN = sorted(p for p in (SUITES_DIR / "train").glob("*.yaml") if p.name != "su
 @pytest.mark.parametrize("task", TRAIN, ids=lambda p: p.stem)
 def test_training_drills_pass_check_task(task: Path) -> None:
     check_task(task, seeds=[0, 1])  # oracle (and determinism), near-misses, no-op
+
+
+def test_random_agent_plays_one_episode_whatever_ran_before() -> None:
+    """The random agent's choices depend on (its seed, the task, the task's seed) only: the same episode
+    on any worker, in any order (evaluate's workers and Ray actors take episodes in no fixed order)."""
+    axtree = '- button "One" [ref=e1]\n- button "Two" [ref=e2]\n- textbox "Name" [ref=e3]\n- link "Home" [ref=e4]'
+    task = load_task(SUITES_DIR / "miniwob" / "miniwob.click-button.yaml")  # no site facts needed to render it
+    a, b = (task.render(s) for s in (0, 1))
+
+    def play(agent: RandomAgent, variant) -> list[str]:
+        agent.reset({"axtree": axtree}, {}, variant)
+        return [agent.act({"axtree": axtree}) for _ in range(6)]
+
+    fresh = play(RandomAgent(seed=3), b)
+    seasoned = RandomAgent(seed=3)
+    play(seasoned, a)
+    assert play(seasoned, b) == fresh
+    assert play(RandomAgent(seed=4), b) != fresh  # the agent's own seed still matters

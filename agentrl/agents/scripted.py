@@ -82,10 +82,13 @@ class RandomAgent:
     name = "random"
 
     def __init__(self, steps: list[OracleStep] | None = None, seed: int = 0) -> None:
+        self.seed = seed
         self.rng = random.Random(seed)
 
     def reset(self, obs: dict[str, Any], info: dict[str, Any], variant: TaskVariant | None) -> None:
-        self.rng.seed(f"{self.rng.random()}:{info.get('episode_id', '')}".encode())
+        # one stream per (agent seed, task, task seed): the same episode whatever ran before it, on any worker
+        if variant is not None:
+            self.rng.seed(f"{self.seed}:{variant.task.id}:{variant.seed}".encode())
 
     def act(self, obs: dict[str, Any]) -> str:
         ax = parse_snapshot(obs["axtree"])
