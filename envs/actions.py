@@ -256,7 +256,7 @@ def _parse_arg_list(
         if isinstance(result, Action):
             return Action(name, result.args, kinds)
     if result is not None:
-        return result
+        return ActionError(f"{result}; {usage}") if usage is not None else result
     if usage is not None:
         return ActionError(f"{usage}; got {len(raw_args)} argument(s)")
     if len(alternatives) == 1:
