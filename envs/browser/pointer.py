@@ -49,6 +49,14 @@ HIT_JS = """([x, y]) => {
 }"""
 _TAB_JS = """hit => !!(hit && hit.closest && hit.closest(
   'a[href][target]:not([target=""]):not([target="_self"]):not([target="_top"]):not([target="_parent"])'))"""
+#: the boxes of the hit element and its ancestors (across shadow roots), rounded as Playwright's snapshot
+#: rounds them (``[box=x,y,w,h]``); none when nothing is hit
+_ANCESTOR_BOXES_JS = """hit => { const out = [];
+  for (let n = hit; n; n = n.parentNode || n.host) if (n.getBoundingClientRect) {
+    const r = n.getBoundingClientRect();
+    out.push([r.x, r.y, r.width, r.height].map(Math.round).join(','));
+  }
+  return out; }"""
 #: whether an element is the hit element or one of its ancestors (across shadow roots)
 _HOLDS_JS = """(el, hit) => { for (let n = hit; n; n = n.parentNode || n.host) if (n === el) return true; return false; }"""
 
@@ -110,38 +118,34 @@ def off_viewport(point: tuple[float, float], viewport: tuple[int, int]) -> str |
             f"page, 0 <= x < {w} and 0 <= y < {h} (scroll to bring a part of the page into view)")
 
 
-async def element_at(ep: BrowserEpisode, point: tuple[float, float], timeout: int = 5000) -> tuple[str | None, str | None, str | None]:
+async def element_at(
+    ep: BrowserEpisode, point: tuple[float, float], timeout: int = 5000
+) -> tuple[str | None, str | None, str | None]:
     """The observation's id, role and accessible name of the element at `point` (None, None, None if the
-    point hits no element with an id): the deepest element of a fresh ARIA snapshot of the page whose box
-    holds the point and that contains the element hit there (what the click lands on). Elements inside
+    point hits no element with an id): the deepest element of a fresh ARIA snapshot of the page that contains
+    the element hit there (what the click lands on). Candidates are the snapshot's elements whose box is the
+    box of one of the hit element's ancestors (a few), each then checked in the page. Elements inside
     iframes are not told apart: a point over an iframe is on the iframe element."""
+    if not ep.refs:  # a page observed as too large has no ids to name
+        return None, None, None
     page = ep.page
     hit = await page.evaluate_handle(HIT_JS, list(point))
     try:
-        if await hit.evaluate("h => h === null"):
+        boxes = set(await hit.evaluate(_ANCESTOR_BOXES_JS))
+        if not boxes:
             return None, None, None
         raw = await page.aria_snapshot(mode="ai", boxes=True, timeout=timeout)
         snapshot, back = stable_refs(raw)
-        main = [e for e in parse_snapshot(snapshot).elements if e.ref and not e.ref.startswith("f")]
-        holding = [e for e in main if _holds(e.attrs.get("box"), point)]
-        for group in (holding, [e for e in main if e not in holding]):  # boxes first; all of them if none is
-            group = sorted(group, key=lambda e: -e.depth)
-            found = await asyncio.gather(*[_locator_raw(page, back[e.ref]).evaluate(_HOLDS_JS, hit) for e in group],
-                                         return_exceptions=True)
-            for e, ok in zip(group, found, strict=True):
-                if ok is True:
-                    return e.ref, e.role, e.name
+        candidates = sorted((e for e in parse_snapshot(snapshot).elements
+                             if e.ref and not e.ref.startswith("f") and e.attrs.get("box") in boxes), key=lambda e: -e.depth)
+        found = await asyncio.gather(*[_locator_raw(page, back[e.ref]).evaluate(_HOLDS_JS, hit) for e in candidates],
+                                     return_exceptions=True)
+        for e, ok in zip(candidates, found, strict=True):
+            if ok is True:
+                return e.ref, e.role, e.name
         return None, None, None
     finally:
         await hit.dispose()
-
-
-def _holds(box: str | None, point: tuple[float, float]) -> bool:
-    try:
-        x, y, w, h = (float(v) for v in (box or "").split(","))
-    except ValueError:
-        return False
-    return x <= point[0] < x + max(w, 1) and y <= point[1] < y + max(h, 1)
 
 
 def _locator(ep: BrowserEpisode, ref: str) -> Any:
@@ -191,8 +195,11 @@ async def _drag(page: Any, points: list[tuple[float, float]]) -> None:
     await mouse.move(x0, y0)
     await mouse.down()
     try:
-        nudge = (x0 + 3, y0) if x0 + 3 < page.viewport_size["width"] else (x0 - 3, y0)
-        await mouse.move(*nudge)  # jQuery UI starts a drag once the pointer has moved (its `distance`)
+        # jQuery UI starts a drag once the pointer has moved (its `distance`): 3 px toward the next point
+        (x1, y1) = points[1]
+        d = math.dist((x0, y0), (x1, y1))
+        nudge = (x0 + 3 * (x1 - x0) / d, y0 + 3 * (y1 - y0) / d) if d > 3 else (x1, y1)
+        await mouse.move(*nudge)
         last = nudge
         for x, y in points[1:]:
             steps = max(1, min(50, math.ceil(math.dist(last, (x, y)) / STEP_PX)))
