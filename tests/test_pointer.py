@@ -30,6 +30,7 @@ INDEX = """<!doctype html><title>Pointer</title><style>body { margin: 0 } #menu 
   <ul id="menu"><li><a href="#laptops">Laptops</a></li></ul>
 </nav>
 <a href="OUTSIDE/link" style="position:absolute; left:300px; top:120px">Outside link</a>
+<a href="other" target="_blank" style="position:absolute; left:300px; top:170px">Other in a new tab</a>
 <div id="card" role="button" aria-label="Card" style="position:absolute; left:40px; top:260px; width:60px;
      height:60px; background:#c33"></div>
 <div id="bin" role="region" aria-label="Bin" style="position:absolute; left:300px; top:260px; width:120px;
@@ -87,6 +88,8 @@ class PointerApp(App):
         return {}
 
     def handle(self, req: Request, state: dict[str, int]) -> Response:
+        if req.path == "/other":
+            return Response(body=b"<!doctype html><title>Other</title><p>The other page</p>")
         return Response(body=(INNER if req.path == "/inner" else INDEX).encode())
 
 
@@ -270,6 +273,16 @@ def test_pointer_click_at_a_point_meets_the_wall(pointer_env, server: SandboxSer
     assert not truncated and obs["url"] == start
     assert any(e.kind == "blocked_request" and e.url == OUTSIDE + "/from-frame" for e in info["events"]), info["events"]
     assert actions(info)[0].role == "iframe"  # the element of the observation under the point
+
+
+def test_pointer_click_at_a_point_on_a_new_tab_link_moves_the_agent_there(pointer_env, server: SandboxServer) -> None:
+    env = pointer_env()
+    obs, _ = env.reset(seed=0)
+    x, y = center(obs, "Other in a new tab")
+    obs, _, _, truncated, info = env.step(f"click({x}, {y})")
+    assert not truncated and not obs["last_action_error"]
+    assert obs["url"] == server.origin + "/playground/other" and obs["title"] == "Other"  # the new tab, adopted
+    assert actions(info)[0].role == "link" and actions(info)[0].label == "Other in a new tab"
 
 
 def test_pointer_boxes_are_opt_in(pointer_env) -> None:
