@@ -92,6 +92,11 @@ class Action:
         return self.kinds if self.kinds is not None else _browser_kinds(self.name, self.args)
 
     @property
+    def arg_kinds(self) -> tuple[str, ...]:
+        """The kinds of the arguments, in order (which form of a verb with alternatives this is)."""
+        return self._kinds()
+
+    @property
     def target(self) -> str | None:
         return self.args[0] if self.args and self._kinds()[:1] == ("id",) else None
 

@@ -69,7 +69,7 @@ def is_pointer(action: Action) -> bool:
 async def pointer_action(ep: BrowserEpisode, action: Action, viewport: tuple[int, int], timeout: int) -> ActionEvent | str:
     """Carry out a pointer action; returns its event, or why it cannot be done (before any input)."""
     page, args = ep.page, action.args
-    kinds = action._kinds()  # noqa: SLF001 - the parser's own record of which form was written
+    kinds = action.arg_kinds
     ends: list[tuple[float, float] | str] = []  # element ids and points, in order
     i = 0
     while i < len(kinds):
@@ -159,10 +159,10 @@ def _locator_raw(page: Any, raw_ref: str) -> Any:
 async def _point_of(ep: BrowserEpisode, ref: str, timeout: int) -> tuple[float, float]:
     """A point of the element to press or release the mouse on: the one a click by id would use (its
     center if that is on top; the element is scrolled into view), or, when the element is not ready (e.g.
-    moving), the center of its box once Playwright's hover finds it ready (which raises, saying why, if it
-    never is)."""
+    moving) or is inside an iframe (the check's point would be in the frame's coordinates), the center of its
+    box once Playwright's hover finds it ready (which raises, saying why, if it never is)."""
     loc = _locator(ep, ref)
-    point = await loc.evaluate(CLICK_POINT_JS, timeout=timeout)
+    point = None if ref.startswith("f") else await loc.evaluate(CLICK_POINT_JS, timeout=timeout)
     if point:
         return point["cx"], point["cy"]
     await loc.hover(timeout=timeout)
