@@ -18,7 +18,7 @@ import numpy as np
 from agentrl.envs import wall
 from agentrl.envs.actions import Action, ActionError
 from agentrl.envs.axtree import parse_snapshot, stable_refs
-from agentrl.envs.browser.pointer import is_pointer, pointer_action
+from agentrl.envs.browser.pointer import is_pointer, pointer_action, pointer_event
 from agentrl.envs.browser.recorder import notes
 from agentrl.envs.browser.scripts import CLICK_POINT_JS, ELEMENTS_JS, PAGE_STATE_JS, PAGE_TEXT_JS
 from agentrl.envs.browser.state import BrowserEpisode
@@ -131,16 +131,18 @@ class ActObserve:
         """Carry out the action; returns an error message for the agent, or None."""
         page, timeout = ep.page, self.config.action_timeout_ms
         if is_pointer(action):
+            pointed: ActionEvent | str = ActionEvent(name=action.name)
             try:
-                done = await pointer_action(ep, action, self.config.viewport, timeout)
+                pointed = await pointer_event(ep, action, self.config.viewport, timeout)
+                if isinstance(pointed, str):
+                    return f"{action}: {pointed}"
+                ep.events.append(await pointer_action(ep, action, pointed, timeout))
             except PlaywrightError as e:
                 if not self.host.is_alive() or page.is_closed():
                     raise
-                ep.events.append(ActionEvent(name=action.name, ok=False))
+                assert isinstance(pointed, ActionEvent)
+                ep.events.append(pointed.model_copy(update={"ok": False}))
                 return f"{action} failed: {short_error(e)}"
-            if isinstance(done, str):
-                return f"{action}: {done}"
-            ep.events.append(done)
             return None
         el = None
         if action.target is not None:

@@ -62,16 +62,13 @@ _HOLDS_JS = """(el, hit) => { for (let n = hit; n; n = n.parentNode || n.host) i
 
 
 def is_pointer(action: Action) -> bool:
-    """Whether `pointer_action` carries this action out (``click(id)`` stays with the env's own click)."""
+    """Whether `pointer_event` and `pointer_action` carry this action out (``click(id)`` stays with the env's own click)."""
     return action.name in ("hover", "drag") or (action.name == "click" and action.target is None)
 
 
-async def pointer_action(ep: BrowserEpisode, action: Action, viewport: tuple[int, int], timeout: int) -> ActionEvent | str:
-    """Carry out a pointer action; returns its event, or why it cannot be done (before any input)."""
-    page, args = ep.page, action.args
-    kinds = action.arg_kinds
-    ends: list[tuple[float, float] | str] = []  # element ids and points, in order
-    i = 0
+def _ends(action: Action) -> list[tuple[int, int] | str]:
+    """The action's element ids and points, in order."""
+    kinds, args, ends, i = action.arg_kinds, action.args, [], 0
     while i < len(kinds):
         if kinds[i] == "id":
             ends.append(args[i])
@@ -79,6 +76,13 @@ async def pointer_action(ep: BrowserEpisode, action: Action, viewport: tuple[int
         else:
             ends.append((int(args[i]), int(args[i + 1])))
             i += 2
+    return ends
+
+
+async def pointer_event(ep: BrowserEpisode, action: Action, viewport: tuple[int, int], timeout: int) -> ActionEvent | str:
+    """The event of a pointer action, naming the element at its (first) end; or why the action cannot be
+    done (a point off the viewport, an id not on the page), before any input."""
+    ends = _ends(action)
     for end in ends:
         if isinstance(end, tuple):
             why = off_viewport(end, viewport)
@@ -90,10 +94,16 @@ async def pointer_action(ep: BrowserEpisode, action: Action, viewport: tuple[int
     first = ends[0]
     if isinstance(first, str):
         el = ep.ax.by_ref(first) if ep.ax else None
-        target, role, label = first, el.role if el else None, el.name if el else None
-    else:
-        target, role, label = await element_at(ep, first, timeout)
-    event = ActionEvent(name=action.name, target=target, role=role, label=label)
+        return ActionEvent(name=action.name, target=first, role=el.role if el else None, label=el.name if el else None)
+    target, role, label = await element_at(ep, first, timeout)
+    return ActionEvent(name=action.name, target=target, role=role, label=label)
+
+
+async def pointer_action(ep: BrowserEpisode, action: Action, event: ActionEvent, timeout: int) -> ActionEvent:
+    """Carry out a pointer action `pointer_event` found doable; returns its event (a drag's with its
+    release point as the value)."""
+    page, ends = ep.page, _ends(action)
+    first = ends[0]
     match action.name:
         case "click":
             await _click_at(ep, first)  # type: ignore[arg-type]
