@@ -62,7 +62,8 @@ SCROLL_DIRECTIONS = ("up", "down", "left", "right")
 MAX_ACTION_CHARS = 10_000
 _HELP = ('click(id) or click(x, y), fill(id, "text"), select(id, "option"), press("Key"), scroll("down"), '
          'goto("url"), back(), wait(), upload(id, "file"), hover(id) or hover(x, y), drag(from, to), done("answer")')
-#: what a call of the wrong number of arguments is told, where listing every alternative would not help
+#: what a call of these verbs with the wrong arguments is told (after the reason, if one form came close):
+#: listing every alternative would not help
 _USAGE = {**{v: (f"{v}() takes an element id ({v}(e12)) or a point x, y in CSS pixels of the viewport "
                     f"({v}(120, 48))") for v in ("click", "hover")},
           "drag": (f"drag(from, to) takes each end as an element id or an x, y point (drag(e3, e7), drag(e3, 200, 40), "
