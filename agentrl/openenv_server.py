@@ -43,7 +43,8 @@ SHOTS_KEPT = 512  # screenshots the server holds for clients to fetch (oldest dr
 
 
 class AgentrlAction(Action):
-    action: str = Field(description='One action in agentrl\'s action language, e.g. click(e12) or fill(e5, "alice")')
+    action: str = Field(description='One action in agentrl\'s action language, e.g. click(e12), fill(e5, "alice"), '
+                                    'click(120, 48), hover(e4) or drag(e3, e7)')
     screenshot: Literal["none", "viewport", "full"] = Field(default="none", description="Screenshot after the step")
 
 

@@ -1,6 +1,8 @@
 """agentrl tasks for TRL's `GRPOTrainer(environment_factory=...)`: `AgentrlToolEnv`'s public methods are the
 action language's verbs as named tools (``click(element)``, ``fill(element, text)``, ``select``, ``press``,
-``scroll``, ``goto``, ``back``, ``upload``, ``done``), each returning the page as text after the action;
+``scroll``, ``goto``, ``back``, ``upload``, ``done``; the pointer verbs ``click_at(x, y)``, ``hover(element)``,
+``hover_at(x, y)``, ``drag(source, target)`` and ``drag_points(points)``: one tool per form, since a tool has
+one signature), each returning the page as text after the action;
 ``reset(task=, seed=, ...)`` (called by TRL with the dataset row's fields) starts the episode and returns
 the goal and the first page. The reward functions read the episode's milestone rewards:
 
@@ -98,6 +100,51 @@ class AgentrlToolEnv:
             text: The text to type.
         """
         return self._act("fill", element, text)
+
+    def click_at(self, x: int, y: int) -> str:
+        """Click at a point of the page, e.g. on a shape of a drawing that has no element id.
+
+        Args:
+            x: Pixels from the left edge of the visible page.
+            y: Pixels from the top edge of the visible page.
+        """
+        return self._act("click", str(x), str(y))
+
+    def hover(self, element: str) -> str:
+        """Move the mouse pointer onto an element (e.g. to open a menu that shows on hover).
+
+        Args:
+            element: The element's id from the page text, e.g. e12.
+        """
+        return self._act("hover", element)
+
+    def hover_at(self, x: int, y: int) -> str:
+        """Move the mouse pointer to a point of the page.
+
+        Args:
+            x: Pixels from the left edge of the visible page.
+            y: Pixels from the top edge of the visible page.
+        """
+        return self._act("hover", str(x), str(y))
+
+    def drag(self, source: str, target: str) -> str:
+        """Drag an element onto another one with the mouse (press, move, release).
+
+        Args:
+            source: The id of the element to drag, e.g. e3.
+            target: The id of the element to drop it on, e.g. e7.
+        """
+        return self._act("drag", source, target)
+
+    def drag_points(self, points: list[int]) -> str:
+        """Press the mouse at a point, move it through the next points and release it at the last one (drag
+        between points, or draw a line or a shape).
+
+        Args:
+            points: The points' pixel coordinates in the visible page, x and y in turn: [x1, y1, x2, y2, ...],
+                2 to 16 points.
+        """
+        return self._act("drag", *(str(v) for v in points))
 
     def select(self, element: str, option: str) -> str:
         """Choose an option of a drop-down list.

@@ -65,7 +65,7 @@ class ActionEvent(Record):
     """The agent acted on an element (or the page). role/name come from the observation it acted on."""
 
     kind: Literal["action"] = "action"
-    name: str  # click | fill | select | press | scroll | goto | back | wait | done
+    name: str  # click | fill | select | press | scroll | goto | back | wait | upload | hover | drag | done
     target: str | None = None  # element id the action named
     role: str | None = None
     label: str | None = None  # accessible name of the target

@@ -21,6 +21,9 @@ INPUTS = {
     "click(e1, x n": ("click(e1," * N)[:N],
     "blank lines": "x" + "\n " * (N // 2 - 1) + "x",
     "open fence + blanks": "```" + " " * (N - 3),
+    "drag(1, x n": ("drag(1, " * N)[:N],
+    "drag( + 5,000 integers": ("drag(" + "1," * N)[: N - 1] + ")",
+    "16-point drags x n": (("drag(" + ", ".join(["100"] * 32) + ") ") * N)[:N],
 }
 
 

@@ -5,8 +5,16 @@ One action per step, written as a call::
     click(e12)            fill(e5, "text")       select(e8, "Blue")     press("Enter")
     scroll("down")        goto("http://…")       back()                 wait()
     upload(e3, "report.csv")                      done("answer")
+    click(120, 48)        hover(e4)              hover(300, 200)
+    drag(e3, e7)          drag(e3, 200, 40)      drag(10, 20, 200, 40)  drag(10, 10, 50, 10, 50, 50)
 
 ``upload`` sets a file input to a file of the episode's own directory (a path relative to it).
+
+The pointer verbs take an element id or a point ``x, y`` in CSS pixels of the viewport (``[box=x,y,w,h]``
+in an observation made with ``obs_boxes``; the screenshot's pixels). ``drag(from, to)`` takes each end as
+an id or a point; with points only, 2 to `MAX_DRAG_POINTS` of them are a path the pressed mouse follows
+(drawing). A drag presses, moves and releases the mouse within the one action: no button stays held
+between steps.
 
 Element ids are the ``[ref=…]`` ids of the observation (``e12``; ``f1e12`` in an iframe). The parser digs the action out of LLM output:
 an ``Action:`` line wins, then the last fenced code block, then the last call in the text. It never
@@ -28,9 +36,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# name -> (argument kinds); "id" is an element id, "str" a string. done() takes an optional answer.
-SIGNATURES: dict[str, tuple[str, ...]] = {
-    "click": ("id",),
+#: the most points of a drag's path (drawing); two is a plain drag
+MAX_DRAG_POINTS = 16
+_POINT = ("int", "int")
+
+# name -> argument kinds, or a list of alternatives; "id" is an element id, "str" a string, "int" an integer
+# (a pointer verb's x or y). done() takes an optional answer.
+SIGNATURES: dict[str, tuple[str, ...] | list[tuple[str, ...]]] = {
+    "click": [("id",), _POINT],
+    "hover": [("id",), _POINT],
+    "drag": [("id", "id"), ("id", *_POINT), (*_POINT, "id"), *[_POINT * n for n in range(2, MAX_DRAG_POINTS + 1)]],
     "fill": ("id", "str"),
     "select": ("id", "str"),
     "press": ("str",),
@@ -45,7 +60,14 @@ OPTIONAL_LAST = {"done"}  # done() and done("answer") are both fine
 SCROLL_DIRECTIONS = ("up", "down", "left", "right")
 #: the longest action text an env takes (its action space's `max_length`); a longer one is an error at once
 MAX_ACTION_CHARS = 10_000
-_HELP = 'click(id), fill(id, "text"), select(id, "option"), press("Key"), scroll("down"), goto("url"), back(), wait(), upload(id, "file"), done("answer")'
+_HELP = ('click(id) or click(x, y), fill(id, "text"), select(id, "option"), press("Key"), scroll("down"), '
+         'goto("url"), back(), wait(), upload(id, "file"), hover(id) or hover(x, y), drag(from, to), done("answer")')
+#: what a call of these verbs with the wrong arguments is told (after the reason, if one form came close):
+#: listing every alternative would not help
+_USAGE = {**{v: (f"{v}() takes an element id ({v}(e12)) or a point x, y in CSS pixels of the viewport "
+                    f"({v}(120, 48))") for v in ("click", "hover")},
+          "drag": (f"drag(from, to) takes each end as an element id or an x, y point (drag(e3, e7), drag(e3, 200, 40), "
+                   f"drag(10, 20, 200, 40)), or a path of 2 to {MAX_DRAG_POINTS} points (x1, y1, x2, y2, ...)")}
 
 _CALL = re.compile(r"\b(" + "|".join(SIGNATURES) + r")\s*\(")
 _ID = re.compile(r"^\[?(?:ref\s*=\s*)?[\"']?((?:f\d+)?e\d+)[\"']?\]?$")
@@ -68,7 +90,12 @@ class Action:
     kinds: tuple[str, ...] | None = field(default=None, compare=False)
 
     def _kinds(self) -> tuple[str, ...]:
-        return self.kinds if self.kinds is not None else SIGNATURES[self.name]
+        return self.kinds if self.kinds is not None else _browser_kinds(self.name, self.args)
+
+    @property
+    def arg_kinds(self) -> tuple[str, ...]:
+        """The kinds of the arguments, in order (which form of a verb with alternatives this is)."""
+        return self._kinds()
 
     @property
     def target(self) -> str | None:
@@ -109,7 +136,7 @@ def format_action(action: Action | str, *args: str | int, kinds: tuple[str, ...]
     else:
         name, values = action, args
         if kinds is None:
-            known = SIGNATURES.get(name)
+            known = _browser_kinds(name, tuple(str(v) for v in values)) if name in SIGNATURES else None
             kinds = known if known is not None and len(known) == len(values) else tuple(
                 "int" if isinstance(v, int) else "str" for v in values)
     if len(kinds) != len(values):
@@ -122,6 +149,17 @@ def format_action(action: Action | str, *args: str | int, kinds: tuple[str, ...]
             raise ValueError(f"{name}(): {v!r} is not an integer")
         parts.append(str(v) if k in ("id", "int") else _quote(str(v)))
     return f"{name}({', '.join(parts)})"
+
+
+def _browser_kinds(name: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    """The kinds of a browser call with these values: the alternative of that arity whose ids and integers
+    the values are (the first of that arity if none is)."""
+    alts = _BROWSER[name]
+    fitting = [k for k in alts if len(k) == len(values)]
+    for kinds in fitting:
+        if all(k == "str" or (_ID_ONLY if k == "id" else _INT).match(v) for k, v in zip(kinds, values, strict=True)):
+            return kinds
+    return fitting[0] if fitting else alts[0]
 
 
 @functools.cache
@@ -141,6 +179,9 @@ def _normalise(signatures: Signatures) -> tuple[tuple[str, tuple[tuple[str, ...]
     return tuple((n, tuple(k) if isinstance(k, list) else (k,)) for n, k in signatures.items())
 
 
+_BROWSER = dict(_normalise(SIGNATURES))
+
+
 def parse_action(
     text: str, signatures: Signatures | None = None, *, max_chars: int | None = None
 ) -> Action | ActionError:
@@ -152,10 +193,10 @@ def parse_action(
         return ActionError(f"the action is {len(text)} characters long, over the limit of {max_chars}; "
                            "send one short action")
     if signatures is None:
-        sigs, call, help_ = {n: (k,) for n, k in SIGNATURES.items()}, _CALL, _HELP
+        sigs, call, help_, usage = _BROWSER, _CALL, _HELP, _USAGE
     else:
         items = _normalise(signatures)
-        sigs, (call, help_) = dict(items), _language(items)
+        sigs, (call, help_), usage = dict(items), _language(items), {}
     if not isinstance(text, str):
         return ActionError(f"the action must be a string, got {type(text).__name__}")
     if not text.strip():
@@ -163,14 +204,14 @@ def parse_action(
     whole = text.strip()
     m = call.match(whole)
     if m:  # a text that is exactly one call is that call (what `format_action` writes)
-        result, end = _parse_call(m.group(1), whole, m.end(), sigs[m.group(1)])
+        result, end = _parse_call(m.group(1), whole, m.end(), sigs[m.group(1)], usage)
         if isinstance(result, Action) and end == len(whole):
             return result
     first_error: ActionError | None = None
     for source in _candidates(text):
         calls, pos = [], 0
         while m := call.search(source, pos):
-            result, end = _parse_call(m.group(1), source, m.end(), sigs[m.group(1)])
+            result, end = _parse_call(m.group(1), source, m.end(), sigs[m.group(1)], usage)
             if isinstance(result, Action):
                 calls.append(result)
                 pos = end  # a call written inside this call's text arguments is not a call
@@ -196,7 +237,7 @@ def _candidates(text: str) -> list[str]:
 
 
 def _parse_call(
-    name: str, source: str, pos: int, alternatives: tuple[tuple[str, ...], ...]
+    name: str, source: str, pos: int, alternatives: tuple[tuple[str, ...], ...], usage: Mapping[str, str]
 ) -> tuple[Action | ActionError, int]:
     """Parse the argument list that starts at source[pos] (just after the '('); also returns where it ends."""
     raw_args, end = _split_args(source, pos)
@@ -204,10 +245,12 @@ def _parse_call(
         return ActionError(f"{name}(…: an unquoted '(' in its arguments (quote text arguments)"), end
     if end < 0:
         return ActionError(f"{name}(…: missing closing parenthesis"), end
-    return _parse_arg_list(name, raw_args, alternatives), end
+    return _parse_arg_list(name, raw_args, alternatives, usage.get(name)), end
 
 
-def _parse_arg_list(name: str, raw_args: list[str], alternatives: tuple[tuple[str, ...], ...]) -> Action | ActionError:
+def _parse_arg_list(
+    name: str, raw_args: list[str], alternatives: tuple[tuple[str, ...], ...], usage: str | None = None
+) -> Action | ActionError:
     result: Action | ActionError | None = None
     for kinds in alternatives:
         given = raw_args
@@ -219,7 +262,9 @@ def _parse_arg_list(name: str, raw_args: list[str], alternatives: tuple[tuple[st
         if isinstance(result, Action):
             return Action(name, result.args, kinds)
     if result is not None:
-        return result
+        return ActionError(f"{result}; {usage}") if usage is not None else result
+    if usage is not None:
+        return ActionError(f"{usage}; got {len(raw_args)} argument(s)")
     if len(alternatives) == 1:
         kinds = alternatives[0]
         want = ", ".join(_KIND_WORDS[k] for k in kinds) or "no arguments"

@@ -58,7 +58,7 @@ def test_parses(text: str, expected: str) -> None:
         ("", "empty action"),
         ("   ", "empty action"),
         ("hello there", "no action found"),
-        ("click()", "takes 1 argument"),
+        ("click()", "click() takes an element id (click(e12)) or a point x, y"),
         ("click(12)", "is not an element id"),
         ("click(button)", "is not an element id"),
         ("fill(e5)", "takes 2 argument"),

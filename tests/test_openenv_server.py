@@ -121,6 +121,23 @@ def test_openenv_a_dead_session_ends_truncated_and_the_server_goes_on(server) ->
     assert urllib.request.urlopen(url + "/health", timeout=10).status == 200 and not srv.should_exit
 
 
+def test_openenv_pointer_verbs_reach_the_env(server) -> None:
+    """The action line is the env's language, the pointer verbs included: a point off the viewport is the
+    env's error, a point on the page acts and is recorded."""
+    app, url, specs, srv = server
+
+    async def main():
+        async with AgentrlEnvClient(url) as c:
+            await c.reset(seed=4, task=specs[0].id)
+            r = await c.step(AgentrlAction(action="click(5000, 10)"))
+            assert "the point (5000, 10) is outside the viewport" in r.observation.info["action_error"] and not r.done
+            r = await c.step(AgentrlAction(action="hover(5, 5)"))
+            assert not r.observation.info.get("action_error"), r.observation.info
+            assert [e["name"] for e in r.observation.info["events"] if e["kind"] == "action"] == ["hover"]
+
+    asyncio.run(main())
+
+
 def test_openenv_agentrl_serve_command_serves_a_task_to_the_client() -> None:
     """`agentrl serve` as people run it: a subprocess on 127.0.0.1, one episode through openenv-core's client."""
     import subprocess

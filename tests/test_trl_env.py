@@ -39,6 +39,12 @@ def test_trl_tools_are_the_action_verbs_and_the_rewards_read_the_milestones() ->
         schema = get_json_schema(env.fill)["function"]
         assert schema["name"] == "fill" and set(schema["parameters"]["properties"]) == {"element", "text"}
         assert get_json_schema(env.click)["function"]["parameters"]["required"] == ["element"]
+        pointer = {name: get_json_schema(getattr(env, name))["function"]["parameters"]
+                   for name in ("click_at", "hover", "hover_at", "drag", "drag_points")}
+        assert pointer["click_at"]["required"] == ["x", "y"] and pointer["click_at"]["properties"]["x"]["type"] == "integer"
+        assert pointer["drag"]["required"] == ["source", "target"] and pointer["hover"]["required"] == ["element"]
+        assert pointer["drag_points"]["properties"]["points"] == {
+            "type": "array", "items": {"type": "integer"}, "description": pointer["drag_points"]["properties"]["points"]["description"]}
         first = env.reset(task=specs[0].id, seed=0)
         assert "Goal: Click the" in first and "button" in first
         _oracle_tool_calls(env, specs[0].id, 0)
@@ -49,6 +55,22 @@ def test_trl_tools_are_the_action_verbs_and_the_rewards_read_the_milestones() ->
         out = env.click("nothing")
         assert out.startswith("ERROR: click(): 'nothing' is not an element id") and env.steps == 1
         assert milestone_reward([env]) == [0.0] and success_reward([env]) == [0.0]
+    finally:
+        env._close()
+
+
+def test_trl_pointer_tools_reach_the_pointer_verbs() -> None:
+    """An off-viewport point and a one-point path are the env's error observations; points on the page act."""
+    from agentrl.envs.browser import BrowserEnvConfig
+
+    specs = load_tasks([TASK])
+    env = AgentrlToolEnv(specs, BrowserEnvConfig(record=False, keep_episode_dirs=False, max_steps=6))
+    try:
+        env.reset(task=specs[0].id, seed=2)
+        assert env.click_at(5000, 10).startswith("ERROR: click(5000, 10): the point (5000, 10) is outside the viewport")
+        assert env.drag_points([10, 10]).startswith("ERROR: drag(): '10' is not an element id (ids look like e12); drag(from, to) takes each end")
+        assert not env.hover_at(5, 5).startswith("ERROR") and not env.drag_points([5, 5, 40, 5, 40, 30]).startswith("ERROR")
+        assert not env.click_at(5, 5).startswith("ERROR") and env.steps == 5 and not env.success
     finally:
         env._close()
 

@@ -31,7 +31,8 @@ from typing import Any, Protocol
 DEFAULT_SYSTEM_PROMPT = (
     "You are a web agent. You see the page as an accessibility tree with element ids like e12. "
     'Reply with exactly one action: click(eN), fill(eN, "text"), select(eN, "option"), press("Key"), '
-    'scroll("down"), goto("url"), back(), wait() or done("answer").'
+    'scroll("down"), goto("url"), back(), wait(), hover(eN), drag(eN, eM) or done("answer"). '
+    "Where the page gives boxes, click(x, y), hover(x, y) and drag(x1, y1, x2, y2) take points in pixels."
 )
 TRUNCATION_MARKER = "[... observation truncated: {omitted} of {total} lines not shown]"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 from agentrl.envs import wall
 from agentrl.envs.actions import Action, ActionError
 from agentrl.envs.axtree import parse_snapshot, stable_refs
+from agentrl.envs.browser.pointer import is_pointer, pointer_action, pointer_event
 from agentrl.envs.browser.recorder import notes
 from agentrl.envs.browser.scripts import CLICK_POINT_JS, ELEMENTS_JS, PAGE_STATE_JS, PAGE_TEXT_JS
 from agentrl.envs.browser.state import BrowserEpisode
@@ -128,6 +130,20 @@ class ActObserve:
     async def _execute(self, ep: BrowserEpisode, action: Action) -> str | None:
         """Carry out the action; returns an error message for the agent, or None."""
         page, timeout = ep.page, self.config.action_timeout_ms
+        if is_pointer(action):
+            pointed: ActionEvent | str = ActionEvent(name=action.name)
+            try:
+                pointed = await pointer_event(ep, action, self.config.viewport, timeout)
+                if isinstance(pointed, str):
+                    return f"{action}: {pointed}"
+                ep.events.append(await pointer_action(ep, action, pointed, timeout))
+            except PlaywrightError as e:
+                if not self.host.is_alive() or page.is_closed():
+                    raise
+                assert isinstance(pointed, ActionEvent)
+                ep.events.append(pointed.model_copy(update={"ok": False}))
+                return f"{action} failed: {short_error(e)}"
+            return None
         el = None
         if action.target is not None:
             el = ep.ax.by_ref(action.target) if ep.ax else None
@@ -232,7 +248,8 @@ class ActObserve:
             if too_large:
                 (title, fields, values), raw_snapshot = await asyncio.gather(state_job, self._page_text(page, too_large))
             else:
-                (title, fields, values), raw_snapshot = await asyncio.gather(state_job, _snapshot(page, cfg.settle_timeout_ms))
+                (title, fields, values), raw_snapshot = await asyncio.gather(
+                    state_job, _snapshot(page, cfg.settle_timeout_ms, boxes=cfg.obs_boxes))
                 if raw_snapshot is None:
                     too_large = f"{size} elements, whose snapshot did not come within {cfg.settle_timeout_ms} ms"
                     raw_snapshot = await self._page_text(page, too_large)
@@ -241,6 +258,8 @@ class ActObserve:
             if shot_job and not shot_job.done():
                 shot_job.cancel()
         snapshot, ep.refs = stable_refs(raw_snapshot) if not too_large else (raw_snapshot, {})
+        if cfg.obs_boxes and not too_large:
+            snapshot = _FRAME_BOX.sub(r"\1", snapshot)
         ep.fields = [FieldState(**f) for f in fields] if fields is not None else None
         ep.js = dict(zip(exprs, values, strict=True))
         ep.ax = parse_snapshot(snapshot if not too_large else "")
@@ -333,10 +352,15 @@ def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000
 
 
-async def _snapshot(page: Any, timeout_ms: int) -> str | None:
-    """The page's AI-mode ARIA snapshot, or None if it does not come within `timeout_ms`."""
+#: the box of an element inside an iframe, which Playwright gives in the frame's own coordinates
+_FRAME_BOX = re.compile(r"(\[ref=f\d+e\d+\](?: \[[^\]]*\])*?) \[box=[\d,.-]+\]")
+
+
+async def _snapshot(page: Any, timeout_ms: int, boxes: bool = False) -> str | None:
+    """The page's AI-mode ARIA snapshot (with `boxes`, each element's ``[box=x,y,w,h]``), or None if it
+    does not come within `timeout_ms`."""
     try:
-        return await page.aria_snapshot(mode="ai", timeout=timeout_ms)
+        return await page.aria_snapshot(mode="ai", boxes=boxes, timeout=timeout_ms)
     except PlaywrightTimeoutError:
         return None
 

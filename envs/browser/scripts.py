@@ -32,7 +32,8 @@ FIELDS_JS = """() => {
 # transitions, Web Animations, jQuery effects), and, after scrolling it into view, a point of it is on top:
 # its center if that is, else the first point of a 5 x 5 grid over its box that is (where a person would
 # click an element another one half covers). Returns that point relative to the element's padding box
-# (Playwright's click `position`) and whether the click opens a new tab (a link with a target), or null.
+# (Playwright's click `position`), that point in the viewport (cx, cy: where a drag presses the mouse) and
+# whether the click opens a new tab (a link with a target), or null.
 CLICK_POINT_JS = """el => {
   if (!el.isConnected || el.matches(':disabled')) return null;
   const style = getComputedStyle(el);
@@ -61,7 +62,7 @@ CLICK_POINT_JS = """el => {
   for (const [fx, fy] of points) {
     const x = box.left + box.width * fx, y = box.top + box.height * fy;
     if (x >= 0 && y >= 0 && x < win.innerWidth && y < win.innerHeight && on(x, y))
-      return {x: x - box.left - parseFloat(style.borderLeftWidth), y: y - box.top - parseFloat(style.borderTopWidth),
+      return {x: x - box.left - parseFloat(style.borderLeftWidth), y: y - box.top - parseFloat(style.borderTopWidth), cx: x, cy: y,
               tab: !!el.closest('a[href][target]:not([target=""]):not([target="_self"]):not([target="_top"]):not([target="_parent"])')};
   }
   return null;

@@ -21,6 +21,10 @@ class BrowserEnvConfig:
     """Run-time options of the browser env (the task file says what to do; this says how to run it)."""
 
     screenshot: bool = False  # add an RGB screenshot to every observation
+    #: add each element's box to its line of the observation, ``[box=x,y,w,h]`` in CSS pixels of the
+    #: viewport: the points of ``click(x, y)``, ``hover(x, y)`` and ``drag`` without a screenshot (elements
+    #: inside iframes get none: their boxes would be the frame's own coordinates)
+    obs_boxes: bool = False
     viewport: tuple[int, int] = (1024, 768)
     max_steps: int | None = None  # overrides the task's max_steps
     action_timeout_ms: int = 5000  # how long an action may wait for its element to be actionable
