@@ -334,3 +334,28 @@ def test_pointer_miniwob_drag_items_solved_through_env_step(tmp_path: Path, seed
         assert page_reward(env) == (True, 1.0)  # read from the page, apart from the milestone
     finally:
         env.close()
+
+
+def test_pointer_boxes_from_the_cli_run_and_evaluate(tmp_path: Path) -> None:
+    """`--obs-boxes` reaches the env from `agentrl run` and `agentrl evaluate`: the recorded observations carry
+    each element's box; without the flag they do not."""
+    from typer.testing import CliRunner
+
+    from agentrl.cli import app
+    from agentrl.trajectory import read_trajectory
+
+    def observations(run_dir: Path) -> str:
+        return "".join(s.observation for t in run_dir.rglob("trajectory.jsonl") for s in read_trajectory(t)[1])
+
+    for args, boxed in ((["--obs-boxes"], True), ([], False)):
+        out = tmp_path / f"run-{boxed}"
+        r = CliRunner().invoke(app, ["run", "miniwob.click-test", "--agent", "miniwob-heuristic", "--out", str(out),
+                                     *args], catch_exceptions=False)
+        assert r.exit_code == 0 and "success=True" in r.output, r.output
+        assert ("[box=" in observations(out)) is boxed
+    out = tmp_path / "eval"
+    r = CliRunner().invoke(app, ["evaluate", "--suite", "miniwob", "--task", "miniwob.click-test", "--seeds", "1",
+                                 "--agent", "miniwob-heuristic", "--obs-boxes", "--no-report", "--out", str(out)],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "[box=" in observations(out)

@@ -60,6 +60,7 @@ def evaluate(
     out: Path = typer.Option(Path("runs/eval"), help="Run directory."),
     task: list[str] = typer.Option(None, help="Only these task ids (repeatable)."),
     screenshots: bool = typer.Option(True, "--screenshots/--no-screenshots", help="Record a screenshot per step."),
+    obs_boxes: bool = typer.Option(False, "--obs-boxes", help="Add [box=x,y,w,h] (CSS pixels) to each element line, for pointer actions without vision (desktop observations always carry [at=x,y])."),
     max_steps: int = typer.Option(None, help="Override every task's max_steps."),
     base_url: str = typer.Option(None, help="openai: endpoint base URL (default $OPENAI_BASE_URL)."),
     api_key: str = typer.Option(None, help="openai: API key (default $OPENAI_API_KEY)."),
@@ -133,7 +134,8 @@ def evaluate(
     except ValueError as e:
         err.print(str(e), markup=False)
         raise typer.Exit(2) from None
-    config = BrowserEnvConfig(screenshot=screenshots, max_steps=max_steps, router=router, isolation=isolation)
+    config = BrowserEnvConfig(screenshot=screenshots, max_steps=max_steps, router=router, isolation=isolation,
+                              obs_boxes=obs_boxes)
     try:
         summary = run_eval(
             tasks, agent, seed_list, out, config=config, workers=workers, agent_options=options,

@@ -22,6 +22,7 @@ def run(
     agent: str = typer.Option("scripted", help="scripted | random | miniwob-heuristic | hf:PATH | openai:MODEL | ckpt:RUN_DIR | py:MODULE:CLASS"),
     seed: int = typer.Option(0),
     screenshot: bool = typer.Option(False, help="Record a screenshot per step."),
+    obs_boxes: bool = typer.Option(False, "--obs-boxes", help="Add [box=x,y,w,h] (CSS pixels) to each element line, for pointer actions without vision (desktop observations always carry [at=x,y])."),
     out: Path | None = typer.Option(None, help="Where the episode directory goes (default: a temp dir)."),
 ) -> None:
     """Run one episode, printing each step and the milestone events it fired."""
@@ -31,7 +32,7 @@ def run(
 
     try:
         # the task's env: the browser, or a desktop for an `env: desktop` task
-        env = make_env(resolve_task(task), BrowserEnvConfig(screenshot=screenshot, root_dir=out))
+        env = make_env(resolve_task(task), BrowserEnvConfig(screenshot=screenshot, root_dir=out, obs_boxes=obs_boxes))
     except TaskFileError as e:
         err.print(str(e), markup=False)
         raise typer.Exit(1) from None

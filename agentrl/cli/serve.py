@@ -17,6 +17,8 @@ def serve(
     port: int = typer.Option(8000, help="Port on 127.0.0.1."),
     max_sessions: int = typer.Option(64, help="Concurrent WebSocket sessions (all on one Chromium)."),
     max_steps: int = typer.Option(None, help="Steps per episode (default: each task's own)."),
+    obs_boxes: bool = typer.Option(False, "--obs-boxes", help="Add [box=x,y,w,h] (CSS pixels) to each element line "
+                                   "of the observation, for pointer actions without vision."),
 ) -> None:
     """Serve tasks over OpenEnv's HTTP/WebSocket protocol on 127.0.0.1 (see docs/interop.md)."""
     try:
@@ -35,7 +37,8 @@ def serve(
         specs = load_tasks(paths)
     except (ValueError, FileNotFoundError) as e:
         raise fail(str(e)) from None
-    cfg = BrowserEnvConfig(record=False, keep_episode_dirs=False, **({"max_steps": max_steps} if max_steps else {}))
+    cfg = BrowserEnvConfig(record=False, keep_episode_dirs=False, obs_boxes=obs_boxes,
+                           **({"max_steps": max_steps} if max_steps else {}))
     app = create_server(specs, config=cfg, max_sessions=max_sessions)
     console.print(f"serving {len(specs)} task(s) on http://127.0.0.1:{port} (ws: /ws, up to {max_sessions} sessions)",
                   markup=False, highlight=False)
