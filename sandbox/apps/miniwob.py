@@ -59,6 +59,14 @@ window.__agentrlStart = function (seed) {{
   var q = document.getElementById('query');
   if (q) {{ q.setAttribute('role', 'heading'); q.setAttribute('aria-level', '1'); }}
   core.startEpisodeReal = function () {{}};  /* one MiniWoB episode per agentrl episode */
+  core.startEpisode = function () {{  /* called by core.endEpisode: the page's episode is over */
+    core.cover_div.style.display = 'block';
+    for (var el = q; el && el !== document.body; el = el.parentElement) {{
+      for (var s = el.parentElement.firstElementChild; s; s = s.nextElementSibling) {{
+        if (s !== el && s !== core.cover_div) s.style.setProperty('display', 'none', 'important');
+      }}
+    }}
+  }};
 }};
 {autostart}</script>
 """
