@@ -56,7 +56,8 @@ def test_suite_is_the_whole_miniwob_scored_by_miniwobs_reward() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["click-checkboxes", "login-user", "read-table", "click-tab"]
+    "name", ["click-checkboxes", "login-user", "read-table", "click-tab", "email-inbox-forward-nl", "search-engine",
+             "multi-layouts", "copy-paste-2"]
 )
 def test_heuristic_agent_solves_and_success_is_miniwobs_reward(env_for, name: str) -> None:
     env = env_for(name)

@@ -21,7 +21,8 @@ from agentrl.envs.actions import format_action
 from agentrl.envs.axtree import AXTree, parse_snapshot
 from agentrl.taskspec import TaskVariant
 
-from .miniwob_rules import Memory, Step, nth, utterance_plan
+from .miniwob_pages import Memory, Step, nth
+from .miniwob_rules import utterance_plan
 
 __all__ = ["MiniWoBHeuristicAgent", "Step", "page_reward", "utterance", "utterance_plan"]
 
