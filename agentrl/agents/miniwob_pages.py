@@ -459,6 +459,32 @@ def login(user: str, password: str) -> Resolver:
     return resolve
 
 
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+
+
+def datepicker(month: int, day: int, year: int) -> Resolver:
+    """choose-date-*: open the date picker, step Prev / Next to the month, click the day's link."""
+
+    def resolve(ax: AXTree, mem: Memory) -> str | None:
+        if mem.get("picked"):
+            return None
+        shown = next((m for e in ax.elements if (m := re.fullmatch(rf"({'|'.join(MONTHS)}) (\d{{4}})", label(e)))), None)
+        if shown is None:
+            box = nth(ax, "textbox", None, 0)
+            mem["opens"] = mem.get("opens", 0) + 1
+            return format_action("click", box.ref) if box and mem["opens"] <= 2 else None
+        at, want = (int(shown[2]), MONTHS.index(shown[1]) + 1), (year, month)
+        if at == want:
+            link = nth(ax, "link", str(day), 0)
+            mem["picked"] = link is not None
+            return format_action("click", link.ref) if link else None
+        move = nth(ax, "generic", "Prev" if at > want else "Next", 0)
+        return format_action("click", move.ref) if move else None
+
+    return resolve
+
+
 def click_text(text: str) -> Resolver:
     """Click the first element whose name or text is `text` (a clickable label, e.g. the email's "Reply")."""
     return click_where(lambda ax: next((e for e in ax.elements if e.ref and label(e) == text), None))

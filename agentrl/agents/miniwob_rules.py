@@ -28,6 +28,7 @@ from .miniwob_pages import (
     contact,
     copy_paste,
     count_text,
+    datepicker,
     dyn,
     email,
     fill,
@@ -142,6 +143,10 @@ RULES: list[Rule] = [
     (
         re.compile(r"Enter (\d\d)/(\d\d)/(\d{4}) as the date and hit submit\."),
         lambda m: [fill(f"{m[3]}-{m[1]}-{m[2]}"), submit()],
+    ),
+    (
+        re.compile(r"Select (\d\d)/(\d\d)/(\d{4}) as the date and hit submit\."),
+        lambda m: [dyn(datepicker(int(m[1]), int(m[2]), int(m[3])), repeat=True), submit()],
     ),
     (
         re.compile(r"Enter (\d+):(\d\d) (AM|PM) as the time and press submit\."),
