@@ -119,7 +119,7 @@ RULES: list[Rule] = [
         re.compile(r"Select ([^,]*) from the scroll list and click Submit\."),
         lambda m: [Step("select", "listbox", None, 0, m[1]), submit()],
     ),
-    (re.compile(r"Select (.*) and click Submit\."), lambda m: [*checks(m[1]), submit()]),
+    (re.compile(r"Select (?!words similar to )(.*) and click Submit\."), lambda m: [*checks(m[1]), submit()]),
     (
         re.compile(r"Enter the value of (.*) into the text field and press Submit\."),
         lambda m: [dyn(fill_with(cell_after(m[1]))), submit()],
