@@ -86,11 +86,11 @@ def check(name: str) -> Resolver:
     return resolve
 
 
-def fill_with(value: Callable[[AXTree], str | None], n: int = 0, role: str = "textbox") -> Resolver:
-    """Fill the `n`-th box of `role` with what `value` reads from the page (nothing if it reads nothing)."""
+def fill_with(value: Callable[[AXTree], str | None], n: int = 0) -> Resolver:
+    """Fill the `n`-th text box with what `value` reads from the page (nothing if it reads nothing)."""
 
     def resolve(ax: AXTree, mem: Memory) -> str | None:
-        v, box = value(ax), nth(ax, role, None, n)
+        v, box = value(ax), nth(ax, "textbox", None, n)
         return format_action("fill", box.ref, v) if v is not None and box else None
 
     return resolve
@@ -258,7 +258,7 @@ def ticket(cmp: str) -> Resolver:
 
 def generate(op: str, bound: int) -> Resolver:
     """generate-number: press Generate until the shown number meets the condition (then the plan submits)."""
-    ok = {"less": lambda v: v < bound, "greater": lambda v: v > bound, "equal": lambda v: v == bound}
+    ok = {"less": lambda v: v < bound, "greater": lambda v: v > bound}
 
     def resolve(ax: AXTree, mem: Memory) -> str | None:
         gen = nth(ax, "button", "Generate", 0)
