@@ -37,7 +37,7 @@ def main() -> None:
     seeds = seeds[: args.seeds]
     t0 = time.perf_counter()
     totals = {a: [0, 0, 0] for a in AGENTS}  # episodes, successes, agreements
-    print(f"{'task':36s}" + "".join(f"{a + ' ok':>14s}{'agree':>8s}" for a in AGENTS))
+    print(f"{'task':36s}{'category':>10s}" + "".join(f"{a + ' ok':>14s}{'agree':>8s}" for a in AGENTS))
     with tempfile.TemporaryDirectory(prefix="miniwob-suite-") as tmp:
         for task in tasks:
             env = BrowserEnv(task, BrowserEnvConfig(root_dir=Path(tmp), isolation=args.isolation, record=False))
@@ -55,7 +55,7 @@ def main() -> None:
                 for i, v in enumerate((len(seeds), ok, agree)):
                     totals[name][i] += v
             env.close()
-            print(f"{task.id:36s}" + "".join(cells), flush=True)
+            print(f"{task.id:36s}{task.category or '':>10s}" + "".join(cells), flush=True)
     load = os.getloadavg()[0]
     print(f"\n{len(tasks)} tasks x {len(seeds)} seeds, isolation={args.isolation}, "
           f"{time.perf_counter() - t0:.0f} s, load average {load:.1f} on {os.cpu_count()} cores")

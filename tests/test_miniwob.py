@@ -43,9 +43,10 @@ def env_for(tmp_path: Path):
         e.close()
 
 
-def test_suite_has_twenty_tasks_scored_by_miniwobs_reward() -> None:
+def test_suite_is_the_whole_miniwob_scored_by_miniwobs_reward() -> None:
     tasks = load_suite(SUITE)
-    assert len(tasks) >= 20
+    registered = MiniWoBApp().registered_tasks()  # the package's miniwob/<task>-v1 on html/miniwob pages
+    assert len(registered) == 125 and sorted(t.id.removeprefix("miniwob.") for t in tasks) == registered
     for t in tasks:
         assert t.start.app == "miniwob" and t.start.path == f"/miniwob/miniwob/{t.id.removeprefix('miniwob.')}.html"
         assert [(m.detector, m.params) for m in t.milestones] == [("js_true", {"expr": "WOB_DONE_GLOBAL && WOB_RAW_REWARD_GLOBAL > 0"})]
@@ -55,7 +56,8 @@ def test_suite_has_twenty_tasks_scored_by_miniwobs_reward() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["click-checkboxes", "login-user", "read-table", "click-tab"]
+    "name", ["click-checkboxes", "login-user", "read-table", "click-tab", "email-inbox-forward-nl", "search-engine",
+             "multi-layouts", "copy-paste-2"]
 )
 def test_heuristic_agent_solves_and_success_is_miniwobs_reward(env_for, name: str) -> None:
     env = env_for(name)
@@ -76,6 +78,52 @@ def test_random_agent_failures_agree_with_miniwobs_reward(env_for) -> None:
             assert r.success == (raw > 0), f"{name} seed {seed}: ours {r.success}, MiniWoB raw reward {raw}"
             outcomes.append(r.success)
     assert not all(outcomes), "a random agent won every episode: the check saw no failure"
+
+
+class _Reading(RandomAgent):
+    """The random agent, keeping the instruction it saw at reset (the page's level-1 heading)."""
+
+    def reset(self, obs, info, variant) -> None:
+        super().reset(obs, info, variant)
+        self.goal = utterance(parse_snapshot(obs["axtree"]))
+
+
+def test_every_miniwob_task_runs_and_random_agent_agrees_with_miniwobs_reward(tmp_path: Path) -> None:
+    # the whole suite, one episode each: the page loads and starts (its instruction is the heading), the
+    # episode runs without an error, and the env's success is MiniWoB's own reward read from the page
+    config = BrowserEnvConfig(root_dir=tmp_path, isolation="storage", record=False)
+    seen = []
+    for spec in load_suite(SUITE):
+        env = BrowserEnv(spec, config)  # all on the one browser of the process's host
+        try:
+            agent = _Reading(seed=1)
+            r = run_episode(env, agent, seed=100000)
+            done, raw = page_reward(env)
+        finally:
+            env.close()
+        assert agent.goal, f"{spec.id}: no instruction heading on the page"
+        assert r.error is None and r.truncation_reason in (None, "max_steps reached"), (spec.id, r)
+        assert r.success == (done and raw > 0), f"{spec.id}: ours {r.success}, MiniWoB done {done} raw {raw}"
+        seen.append((done, raw))
+    assert len(seen) == 125
+    assert any(d and raw < 0 for d, raw in seen), "no episode failed by MiniWoB's reward: the check saw none"
+
+
+def test_after_miniwobs_episode_ends_only_its_instruction_and_the_cover_show(env_for) -> None:
+    # a wrong click ends MiniWoB's episode with -1: the task's widgets leave the page (an action on one is
+    # an error at once, not a wait on the cover), and nothing can change the reward any more
+    env = env_for("click-test-2")
+    obs, _ = env.reset(seed=6)
+    ax = parse_snapshot(obs["axtree"])
+    goal = utterance(ax)
+    wrong = next(e for e in ax.find("button") if e.name not in goal)
+    right = next(e for e in ax.find("button") if e.name in goal)
+    obs, _, terminated, _, _ = env.step(f"click({wrong.ref})")
+    assert page_reward(env) == (True, -1.0) and not terminated
+    after = parse_snapshot(obs["axtree"])
+    assert [(e.role, e.name or e.value) for e in after.elements if e.ref][1:] == [("heading", goal), ("generic", "Episode over")]
+    obs, _, terminated, _, _ = env.step(f"click({right.ref})")
+    assert obs["last_action_error"] and page_reward(env) == (True, -1.0) and not terminated
 
 
 def test_static_oracles_solve_with_the_scripted_agent(env_for) -> None:

@@ -15,161 +15,16 @@ has just opened) sees the page as it is now. It is the reference solution of the
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from agentrl.envs.actions import format_action
-from agentrl.envs.axtree import AXTree, Element, parse_snapshot
+from agentrl.envs.axtree import AXTree, parse_snapshot
 from agentrl.taskspec import TaskVariant
 
-Resolver = Callable[[AXTree, "MiniWoBHeuristicAgent"], str | None]
+from .miniwob_pages import Memory, Step, nth
+from .miniwob_rules import utterance_plan
 
-
-@dataclass(frozen=True)
-class Step:
-    """One planned action: `op` on the `nth` element of `role` (named `name` when given)."""
-
-    op: str  # click | fill | select | dynamic
-    role: str = ""
-    name: str | None = None
-    nth: int = 0
-    text: str = ""  # fill: the text; select: the option
-    resolve: Resolver | None = None  # dynamic: computes the action from the page (None: nothing to do)
-    repeat: bool = False  # dynamic: stays the current step until its resolver returns None
-
-
-def _click(role: str, name: str | None = None, nth: int = 0) -> Step:
-    return Step("click", role, name, nth)
-
-
-def _fill(text: str, nth: int = 0) -> Step:
-    return Step("fill", "textbox", None, nth, text)
-
-
-def _checks(items: str) -> list[Step]:
-    names = [] if items.strip() == "nothing" else [x.strip() for x in items.split(",") if x.strip()]
-    return [Step("dynamic", resolve=_check(n)) for n in names]
-
-
-def _check(name: str) -> Resolver:
-    """Click the checkbox or radio named `name` (whichever the page has)."""
-
-    def resolve(ax: AXTree, agent: MiniWoBHeuristicAgent) -> str | None:
-        for role in ("checkbox", "radio"):
-            found = [e for e in ax.find(role, name) if e.ref]
-            if found:
-                return format_action("click", found[0].ref)
-        return None
-
-    return resolve
-
-
-def _read_table(key: str) -> Resolver:
-    """Fill the textbox with the cell next to the cell named `key`."""
-
-    def resolve(ax: AXTree, agent: MiniWoBHeuristicAgent) -> str | None:
-        cells = [e for e in ax.elements if e.role == "cell"]
-        for i, c in enumerate(cells[:-1]):
-            if c.name == key:
-                box = _nth(ax, "textbox", None, 0)
-                return format_action("fill", box.ref, cells[i + 1].name) if box else None
-        return None
-
-    return resolve
-
-
-def _arithmetic(ax: AXTree, agent: MiniWoBHeuristicAgent) -> str | None:
-    for e in ax.elements:
-        m = re.fullmatch(r"\s*(-?\d+)\s*([-+*x/])\s*(-?\d+)\s*=\s*", e.value or e.name)
-        if m:
-            a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
-            value = {"+": a + b, "-": a - b, "*": a * b, "x": a * b, "/": a // b if b else 0}[op]
-            box = _nth(ax, "textbox", None, 0)
-            return format_action("fill", box.ref, str(value)) if box else None
-    return None
-
-
-def _tree(target: str) -> Resolver:
-    """navigate-tree: click the item named `target` if shown, else open the next folder not opened yet."""
-
-    def resolve(ax: AXTree, agent: MiniWoBHeuristicAgent) -> str | None:
-        named = [e for e in ax.elements if e.ref and e.role in ("generic", "listitem") and e.name == target]
-        if not named:
-            named = [e for e in ax.elements if e.ref and e.role == "generic" and e.value == target]
-        if named:
-            return format_action("click", named[0].ref)
-        for e in ax.elements:
-            label = e.name or e.value
-            if e.ref and e.role == "generic" and label and label not in agent.opened:
-                agent.opened.add(label)
-                return format_action("click", e.ref)
-        return None
-
-    return resolve
-
-
-_ORDINAL = {"1st": 0, "2nd": 1, "3rd": 2, "4th": 3, "5th": 4}
-_WIDGETS = {"button": "button", "checkbox": "checkbox", "radio": "radio", "text": "textbox", "textarea": "textbox"}
-
-# (utterance pattern, plan from its match); first match wins
-RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], list[Step]]]] = [
-    (re.compile(r"Click the button\."), lambda m: [_click("button")]),
-    (re.compile(r"Click button (\S+), then click button (\S+)\."), lambda m: [_click("button", m[1]), _click("button", m[2])]),
-    (re.compile(r"Click button (\S+?)\.?"), lambda m: [_click("button", m[1])]),
-    (re.compile(r'Click on the "(.*)" button\.'), lambda m: [_click("button", m[1])]),
-    (re.compile(r'Close the dialog box by clicking the "x"\.'), lambda m: [_click("button", "Close")]),
-    (
-        re.compile(r'Click the button in the dialog box labeled "(.*)"\.'),
-        lambda m: [_click("button", "Close" if m[1] == "x" else m[1])],  # the "x" is named "Close"
-    ),
-    (re.compile(r"Click on Tab #(\d+)\."), lambda m: [_click("link", f"Tab #{m[1]}")]),
-    (re.compile(r'Click on a "(.*)" widget\.'), lambda m: [_click(_WIDGETS.get(m[1], m[1]))]),
-    (re.compile(r"Expand the section below and click submit\."), lambda m: [_click("tab"), _click("button", "Submit")]),
-    (re.compile(r"Focus into the textbox\."), lambda m: [_click("textbox")]),
-    (re.compile(r"Focus into the (\w+) input textbox\."), lambda m: [_click("textbox", None, _ORDINAL.get(m[1], 0))]),
-    (re.compile(r'Enter "(.*)" into the text field and press Submit\.'), lambda m: [_fill(m[1]), _click("button", "Submit")]),
-    (
-        re.compile(r'Type "(.*)" in all (lower|upper) case letters in the text input and press Submit\.'),
-        lambda m: [_fill(m[1].lower() if m[2] == "lower" else m[1].upper()), _click("button", "Submit")],
-    ),
-    (
-        re.compile(r'Enter the password "(.*)" into both text fields and press submit\.'),
-        lambda m: [_fill(m[1], 0), _fill(m[1], 1), _click("button", "Submit")],
-    ),
-    (
-        re.compile(r'Enter the username "(.*)" and the password "(.*)" into the text fields and press login\.'),
-        lambda m: [_fill(m[1], 0), _fill(m[2], 1), _click("button", "Login")],
-    ),
-    (
-        re.compile(r"Select (.*) from the list and click Submit\."),
-        lambda m: [Step("select", "combobox", None, 0, m[1]), _click("button", "Submit")],
-    ),
-    (re.compile(r"Select (.*) and click Submit\."), lambda m: [*_checks(m[1]), _click("button", "Submit")]),
-    (
-        re.compile(r"Enter the value of (.*) into the text field and press Submit\."),
-        lambda m: [Step("dynamic", resolve=_read_table(m[1])), _click("button", "Submit")],
-    ),
-    (
-        re.compile(r"Solve the math problem and type your answer into the textbox\. Press submit when done\."),
-        lambda m: [Step("dynamic", resolve=_arithmetic), _click("button", "Submit")],
-    ),
-    (
-        re.compile(r'Navigate through the file tree\. Find and click on the folder or file named "(.*)"\.'),
-        lambda m: [Step("dynamic", resolve=_tree(m[1]), repeat=True)],
-    ),
-]
-
-
-def utterance_plan(utterance: str) -> list[Step] | None:
-    """The plan for a MiniWoB utterance, or None when no rule knows its shape."""
-    text = " ".join(utterance.split())
-    for pattern, plan in RULES:
-        m = pattern.fullmatch(text)
-        if m:
-            return plan(m)
-    return None
+__all__ = ["MiniWoBHeuristicAgent", "Step", "page_reward", "utterance", "utterance_plan"]
 
 
 def utterance(ax: AXTree) -> str | None:
@@ -178,11 +33,6 @@ def utterance(ax: AXTree) -> str | None:
         if e.role == "heading" and e.attrs.get("level") == "1":
             return e.name
     return None
-
-
-def _nth(ax: AXTree, role: str, name: str | None, nth: int) -> Element | None:
-    found = [e for e in ax.find(role, name) if e.ref]
-    return found[nth] if len(found) > nth else None
 
 
 class MiniWoBHeuristicAgent:
@@ -197,13 +47,13 @@ class MiniWoBHeuristicAgent:
     def __init__(self, steps: Any = None, seed: int = 0) -> None:
         self.plan: list[Step] | None = None
         self.goal: str | None = None
-        self.opened: set[str] = set()
+        self.memory: Memory = {}  # what the plan's page-reading steps remember (agentrl.agents.miniwob_rules)
         self._i = 0
 
     def reset(self, obs: dict[str, Any], info: dict[str, Any], variant: TaskVariant | None) -> None:
         self.goal = utterance(parse_snapshot(obs["axtree"]))
         self.plan = utterance_plan(self.goal) if self.goal else None
-        self.opened = set()
+        self.memory = {}
         self._i = 0
 
     def act(self, obs: dict[str, Any]) -> str:
@@ -214,14 +64,14 @@ class MiniWoBHeuristicAgent:
             step = self.plan[self._i]
             if step.op == "dynamic":
                 assert step.resolve is not None
-                action = step.resolve(ax, self)
+                action = step.resolve(ax, self.memory)
                 if action is None or not step.repeat:
                     self._i += 1
                 if action is not None:
                     return action
                 continue
             self._i += 1
-            el = _nth(ax, step.role, step.name, step.nth)
+            el = nth(ax, step.role, step.name, step.nth)
             if el is None:
                 return format_action("done", "")
             if step.op in ("fill", "select"):

@@ -21,7 +21,8 @@ fast), it waits for the env to call it with the new episode's seed; both ways gi
   of the task (Farama's DOM observation leaves it out too).
 * One MiniWoB episode per agentrl episode: when the page's episode ends (``WOB_DONE_GLOBAL``), its
   "START" cover is shown as "Episode over" and no longer starts a new problem, so the page's reward
-  (``WOB_RAW_REWARD_GLOBAL``) is final.
+  (``WOB_RAW_REWARD_GLOBAL``) is final; everything but the instruction and the cover is hidden, so an
+  action on the task's old elements fails at once instead of waiting on the cover.
 
 Tasks read the outcome with the ``js_true`` detector (``WOB_DONE_GLOBAL && WOB_RAW_REWARD_GLOBAL > 0``).
 The server sees only page loads: ``public_state`` lists the task pages loaded for the episode (a
@@ -59,6 +60,14 @@ window.__agentrlStart = function (seed) {{
   var q = document.getElementById('query');
   if (q) {{ q.setAttribute('role', 'heading'); q.setAttribute('aria-level', '1'); }}
   core.startEpisodeReal = function () {{}};  /* one MiniWoB episode per agentrl episode */
+  core.startEpisode = function () {{  /* called by core.endEpisode: the page's episode is over */
+    core.cover_div.style.display = 'block';
+    for (var el = q; el && el !== document.body; el = el.parentElement) {{
+      for (var s = el.parentElement.firstElementChild; s; s = s.nextElementSibling) {{
+        if (s !== el && s !== core.cover_div) s.style.setProperty('display', 'none', 'important');
+      }}
+    }}
+  }};
 }};
 {autostart}</script>
 """
