@@ -249,6 +249,8 @@ class TaskSpec(_Model):
     variables: dict[str, Variable] = {}
     milestones: list[Milestone] = Field(min_length=1)
     success: Literal["all_goals"] | list[str] = "all_goals"
+    #: milestones whose firing ends the episode as failed (terminated, not successful): the page says it is over
+    fail_on: list[str] = []
     max_steps: int = Field(default=20, ge=1, le=500)
     oracle: list[OracleStep] = Field(min_length=1)
     near_misses: list[NearMiss] = []
@@ -451,6 +453,11 @@ def _cross_check(spec: TaskSpec) -> list[str]:
         for j, s in enumerate(spec.success):
             if s not in ids:
                 problems.append(f"{spec.where(('success', j))}: unknown milestone '{s}'{did_you_mean(s, tuple(ids))}")
+    for j, s in enumerate(spec.fail_on):
+        if s not in ids:
+            problems.append(f"{spec.where(('fail_on', j))}: unknown milestone '{s}'{did_you_mean(s, tuple(ids))}")
+        elif s in spec.success_ids():
+            problems.append(f"{spec.where(('fail_on', j))}: milestone '{s}' is needed for success; it cannot also fail the episode")
     for j, n in enumerate(spec.near_misses):
         for k, s in enumerate(n.must_not):
             if s not in ids:

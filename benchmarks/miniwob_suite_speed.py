@@ -6,10 +6,10 @@ Every side runs the same tasks (every task of ``tasks/miniwob``: the 125 the min
 - the peers: the ``shared/bench`` scripts with ``--policy random --max-steps N`` in their own venvs, through
   ``miniwob_peer_speed.py`` (a task a peer cannot run is recorded with its error; the others go on);
 - agentrl: ``BrowserEnv`` on ``tasks/miniwob`` with the ``random`` agent (``RandomAgent``), once per isolation
-  mode. Its env ends an episode on success or at the cap, not when MiniWoB ends it with a failure (a
-  wrong click): the harness stops such an episode when the page says it is done, as the peers' envs do, so
-  every side takes the same kind of episodes. That check, and the check of every episode's success against
-  MiniWoB's own reward read from the page (``agree``), run outside the timed loop.
+  mode. Its env ends an episode when MiniWoB ends it, with a reward or a failure (the tasks' ``fail_on``),
+  or at the cap, as the peers' envs do. After every step the harness reads MiniWoB's own end of the episode
+  and reward from the page, outside the timed loop: an episode counts as agreeing (``agree``) when the env's
+  success is MiniWoB's and the env ended it no later than the page did.
 
 Every side gets the same Chromium binary (agentrl's: Debian's chromium-headless-shell when installed; the
 peers through ``BENCH_CHROMIUM``). One table: per side the reset and step medians (medians of per-task
@@ -87,11 +87,14 @@ def run_agentrl_task(path: Path, isolation: str, episodes: int, max_steps: int, 
                 t = time.perf_counter()
                 page_done, raw = page_reward(env)  # untimed: MiniWoB's own end of the episode and its reward
                 untimed += time.perf_counter() - t
-                done = terminated or truncated or page_done
+                done = terminated or truncated
+                late = page_done and not done  # MiniWoB ended its episode and the env did not: a disagreement
+                if late:
+                    break
                 if not done:
                     nonterm.append(steps[-1])
             wins += info["success"]
-            agree += info["success"] == (raw > 0)
+            agree += info["success"] == (raw > 0) and not late
         wall = time.perf_counter() - wall0 - untimed
     finally:
         env.close()

@@ -129,7 +129,8 @@ class EpisodeCore:
         done_before = list(ep.tracker.order)
         fired = ep.tracker.update(ctx)
         timings["detect_ms"] = _ms(t1)
-        terminated = ep.tracker.success or (isinstance(action, Action) and action.name == "done")
+        failed = any(m.id in self.task.fail_on for m in fired)  # the task's `fail_on`: the page says it is over
+        terminated = ep.tracker.success or failed or (isinstance(action, Action) and action.name == "done")
         truncated = not terminated and ep.t >= self.max_steps
         shot = obs.pop("_screenshot_path", None)
         t2 = time.perf_counter()

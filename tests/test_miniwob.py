@@ -49,7 +49,11 @@ def test_suite_is_the_whole_miniwob_scored_by_miniwobs_reward() -> None:
     assert len(registered) == 125 and sorted(t.id.removeprefix("miniwob.") for t in tasks) == registered
     for t in tasks:
         assert t.start.app == "miniwob" and t.start.path == f"/miniwob/miniwob/{t.id.removeprefix('miniwob.')}.html"
-        assert [(m.detector, m.params) for m in t.milestones] == [("js_true", {"expr": "WOB_DONE_GLOBAL && WOB_RAW_REWARD_GLOBAL > 0"})]
+        assert [(m.id, m.detector, m.params, m.category) for m in t.milestones] == [
+            ("miniwob_reward", "js_true", {"expr": "WOB_DONE_GLOBAL && WOB_RAW_REWARD_GLOBAL > 0"}, "goal"),
+            ("miniwob_over", "js_true", {"expr": "WOB_DONE_GLOBAL && WOB_RAW_REWARD_GLOBAL <= 0"}, "ui"),
+        ]
+        assert t.success_ids() == ["miniwob_reward"] and t.fail_on == ["miniwob_over"] and t.milestones[1].weight == 0
     names = {p.stem for p in (MiniWoBApp().root / "miniwob").glob("*.html")}
     assert {t.id.removeprefix("miniwob.") for t in tasks} <= names
     assert load_suite_spec(SUITE).split("test")[1] == list(range(100000, 100010))
@@ -104,26 +108,29 @@ def test_every_miniwob_task_runs_and_random_agent_agrees_with_miniwobs_reward(tm
         assert agent.goal, f"{spec.id}: no instruction heading on the page"
         assert r.error is None and r.truncation_reason in (None, "max_steps reached"), (spec.id, r)
         assert r.success == (done and raw > 0), f"{spec.id}: ours {r.success}, MiniWoB done {done} raw {raw}"
+        if done and raw <= 0:  # MiniWoB's failure ends the episode there (the task's fail_on), not at max_steps
+            assert r.terminated and not r.truncated and "miniwob_over" in r.milestones, (spec.id, r)
         seen.append((done, raw))
     assert len(seen) == 125
     assert any(d and raw < 0 for d, raw in seen), "no episode failed by MiniWoB's reward: the check saw none"
 
 
 def test_after_miniwobs_episode_ends_only_its_instruction_and_the_cover_show(env_for) -> None:
-    # a wrong click ends MiniWoB's episode with -1: the task's widgets leave the page (an action on one is
-    # an error at once, not a wait on the cover), and nothing can change the reward any more
+    # a wrong click ends MiniWoB's episode with -1: the agentrl episode ends there too (the task's
+    # `fail_on`: terminated, not successful), and the task's widgets leave the page, so a reused page
+    # cannot change the reward any more
     env = env_for("click-test-2")
     obs, _ = env.reset(seed=6)
     ax = parse_snapshot(obs["axtree"])
     goal = utterance(ax)
     wrong = next(e for e in ax.find("button") if e.name not in goal)
     right = next(e for e in ax.find("button") if e.name in goal)
-    obs, _, terminated, _, _ = env.step(f"click({wrong.ref})")
-    assert page_reward(env) == (True, -1.0) and not terminated
+    obs, reward, terminated, truncated, info = env.step(f"click({wrong.ref})")
+    assert page_reward(env) == (True, -1.0) and terminated and not truncated and not info["success"]
+    assert [m.id for m in info["milestones"]] == ["miniwob_over"] and reward == 0.0
     after = parse_snapshot(obs["axtree"])
     assert [(e.role, e.name or e.value) for e in after.elements if e.ref][1:] == [("heading", goal), ("generic", "Episode over")]
-    obs, _, terminated, _, _ = env.step(f"click({right.ref})")
-    assert obs["last_action_error"] and page_reward(env) == (True, -1.0) and not terminated
+    assert right.ref not in {e.ref for e in after.elements}
 
 
 def test_static_oracles_solve_with_the_scripted_agent(env_for) -> None:

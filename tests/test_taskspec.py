@@ -79,6 +79,14 @@ def test_errors_name_file_line_and_field(tmp_path: Path, old: str, new: str, exp
     assert any(p.startswith(path) and expected in p for p in found), found
 
 
+def test_fail_on_names_a_milestone_that_success_does_not_need(tmp_path: Path) -> None:
+    found = problems(tmp_path, GOOD.replace("oracle:", "fail_on: [openned]\noracle:"))
+    assert any(":17: fail_on[0]: unknown milestone 'openned' (did you mean 'opened'?)" in p for p in found), found
+    found = problems(tmp_path, GOOD.replace("oracle:", "fail_on: [answered]\noracle:"))
+    assert any(":17: fail_on[0]: milestone 'answered' is needed for success" in p for p in found), found
+    assert load_task(write(tmp_path, GOOD.replace("oracle:", "fail_on: [opened]\noracle:"))).fail_on == ["opened"]
+
+
 def test_missing_parameter_and_bad_regex(tmp_path: Path) -> None:
     text = GOOD.replace('params: {pattern: "/reports/{{report_slug}}$"}', "params: {}")
     assert any(":10: milestones[0].params.pattern: missing required parameter for detector url_matches" in p for p in problems(tmp_path, text))
