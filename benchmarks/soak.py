@@ -309,11 +309,14 @@ def plot_roles(dirs: list[Path], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(dirs), figsize=(6 * len(dirs), 4), sharey=True, squeeze=False)
-    for ax, d in zip(axes[0], dirs, strict=True):
-        rows = [json.loads(x) for x in (d / "samples.jsonl").read_text().splitlines() if x.strip()]
-        rows = [r for r in rows if r["phase"] not in ("start", "end") and "rss_mb_by_role" in r]
+    runs = [[json.loads(x) for x in (d / "samples.jsonl").read_text().splitlines() if x.strip()] for d in dirs]
+    runs = [[r for r in rows if r["phase"] not in ("start", "end") and "rss_mb_by_role" in r] for rows in runs]
+    roles = sorted({k for rows in runs for r in rows for k in r["rss_mb_by_role"]})
+    color = {role: f"C{i}" for i, role in enumerate(roles)}  # one color per role in every panel
+    for ax, d, rows in zip(axes[0], dirs, runs, strict=True):
         for role in sorted({k for r in rows for k in r["rss_mb_by_role"]}):
-            ax.plot([r["episodes"] for r in rows], [r["rss_mb_by_role"].get(role, float("nan")) for r in rows], label=role)
+            ax.plot([r["episodes"] for r in rows], [r["rss_mb_by_role"].get(role, float("nan")) for r in rows],
+                    label=role, color=color[role])
         ax.set_title(d.name, fontsize=9)
         ax.set_xlabel("episodes finished")
         ax.legend(fontsize=7)
