@@ -51,37 +51,36 @@ def med_ms(xs: list[float]) -> float:
     return round(statistics.median(xs) * 1000, 1) if xs else float("nan")
 
 
-def run_task(task: str, isolation: str, episodes: int, root: Path, ahead: int = 1) -> dict:
-    """One task, `episodes` seeds: reset/step times, success, and agreement with the page's own reward."""
-    t0 = time.perf_counter()
-    env = BrowserEnv(SUITES_DIR / "miniwob" / f"miniwob.{task}.yaml", BrowserEnvConfig(root_dir=root, isolation=isolation, ahead=ahead))
-    host = BrowserHost.shared()
-    host.run(host.browser())  # launched (for the first task) at creation, as the Farama and floor sides do
-    create_s = time.perf_counter() - t0
-    resets, steps, nonterm, wins, agree = [], [], [], 0, 0
+def timed_episodes(env: BrowserEnv, agent_for, task: str, episodes: int, create_s: float) -> dict:
+    """Seeds 0..episodes-1 of `env` with ``agent_for()``'s agent: the row of reset/step times, success, and
+    agreement with MiniWoB's own reward. The page's reward is read after every step, outside the timed
+    loop; an episode agrees when the env's success is MiniWoB's and the env ended it no later than the page."""
+    resets, steps, nonterm, wins, agree, untimed = [], [], [], 0, 0, 0.0
     wall0 = time.perf_counter()
     for seed in range(episodes):
         t = time.perf_counter()
         obs, info = env.reset(seed=seed)
         resets.append(time.perf_counter() - t)
-        agent = MiniWoBHeuristicAgent()
+        agent = agent_for()
         agent.reset(obs, info, env.variant)
-        done = False
+        done = late = False
         while not done:
             action = agent.act(obs)
             t = time.perf_counter()
             obs, _, terminated, truncated, info = env.step(action)
             steps.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            page_done, raw = page_reward(env)  # untimed: MiniWoB's own end of the episode and its reward
+            untimed += time.perf_counter() - t
             done = terminated or truncated
+            late = page_done and not done  # MiniWoB ended its episode and the env did not: a disagreement
+            if late:
+                break
             if not done:
                 nonterm.append(steps[-1])
-        wall_pause = time.perf_counter()
-        _, raw = page_reward(env)  # outside the timed loop: the independent check costs a round trip
-        wall0 += time.perf_counter() - wall_pause
         wins += info["success"]
-        agree += info["success"] == (raw > 0)
-    wall = time.perf_counter() - wall0
-    env.close()
+        agree += info["success"] == (raw > 0) and not late
+    wall = time.perf_counter() - wall0 - untimed
     return {
         "task": task, "episodes": episodes, "create_s": round(create_s, 3),
         "reset_first_ms": round(resets[0] * 1000, 1), "reset_med_ms": med_ms(resets), "step_med_ms": med_ms(steps),
@@ -90,6 +89,18 @@ def run_task(task: str, isolation: str, episodes: int, root: Path, ahead: int = 
         "success": round(wins / episodes, 3), "agree": round(agree / episodes, 3), "_wall_s": wall,
         "_step_s": sum(steps),
     }
+
+
+def run_task(task: str, isolation: str, episodes: int, root: Path, ahead: int = 1) -> dict:
+    """One task, `episodes` seeds, the heuristic agent (a fresh one per episode)."""
+    t0 = time.perf_counter()
+    env = BrowserEnv(SUITES_DIR / "miniwob" / f"miniwob.{task}.yaml", BrowserEnvConfig(root_dir=root, isolation=isolation, ahead=ahead))
+    try:
+        host = BrowserHost.shared()
+        host.run(host.browser())  # launched (for the first task) at creation, as the Farama and floor sides do
+        return timed_episodes(env, MiniWoBHeuristicAgent, task, episodes, time.perf_counter() - t0)
+    finally:
+        env.close()
 
 
 def overall(rows: list[dict], name: str) -> dict:

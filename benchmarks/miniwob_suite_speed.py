@@ -37,10 +37,9 @@ from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
 from agentrl.envs.host import HEADLESS_SHELL, BrowserHost
 from agentrl.suites import SUITES_DIR
 from miniwob_peer_speed import aggregate
-from miniwob_speed import med_ms
+from miniwob_speed import timed_episodes
 
 from agentrl.agents import RandomAgent
-from agentrl.agents.miniwob import page_reward
 from agentrl.suite import load_suite_spec
 
 HERE = Path(__file__).resolve().parent
@@ -70,42 +69,10 @@ def run_agentrl_task(path: Path, isolation: str, episodes: int, max_steps: int, 
         host = BrowserHost.shared()
         host.run(host.browser())  # launched (for the first task) at creation, as the peers' browsers are
         create_s = time.perf_counter() - t0
-        agent = RandomAgent(seed=0)
-        resets, steps, nonterm, wins, agree, untimed = [], [], [], 0, 0, 0.0
-        wall0 = time.perf_counter()
-        for seed in range(episodes):
-            t = time.perf_counter()
-            obs, info = env.reset(seed=seed)
-            resets.append(time.perf_counter() - t)
-            agent.reset(obs, info, env.variant)
-            done = False
-            while not done:
-                action = agent.act(obs)
-                t = time.perf_counter()
-                obs, _, terminated, truncated, info = env.step(action)
-                steps.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                page_done, raw = page_reward(env)  # untimed: MiniWoB's own end of the episode and its reward
-                untimed += time.perf_counter() - t
-                done = terminated or truncated
-                late = page_done and not done  # MiniWoB ended its episode and the env did not: a disagreement
-                if late:
-                    break
-                if not done:
-                    nonterm.append(steps[-1])
-            wins += info["success"]
-            agree += info["success"] == (raw > 0) and not late
-        wall = time.perf_counter() - wall0 - untimed
+        agent = RandomAgent(seed=0)  # one agent: it draws from one stream per (task, seed) at each reset
+        return timed_episodes(env, lambda: agent, path.stem.removeprefix("miniwob."), episodes, create_s)
     finally:
         env.close()
-    return {
-        "task": path.stem.removeprefix("miniwob."), "episodes": episodes, "create_s": round(create_s, 3),
-        "reset_first_ms": round(resets[0] * 1000, 1), "reset_med_ms": med_ms(resets), "step_med_ms": med_ms(steps),
-        "step_nonterm_med_ms": med_ms(nonterm), "steps": len(steps),
-        "steps_per_s": round(len(steps) / sum(steps), 2), "steps_per_s_incl_reset": round(len(steps) / wall, 2),
-        "success": round(wins / episodes, 3), "agree": round(agree / episodes, 3), "_wall_s": wall,
-        "_step_s": sum(steps),
-    }
 
 
 def run_agentrl(isolation: str, tasks: list[str], args: argparse.Namespace) -> list[dict]:
