@@ -35,9 +35,9 @@ def write_task(
 def make_env(tmp_path: Path) -> Iterator[Any]:
     envs: list[BrowserEnv] = []
 
-    def make(task: Path | str, **config: Any) -> BrowserEnv:
+    def make(task: Path | str, sandbox: Any = None, **config: Any) -> BrowserEnv:
         config.setdefault("root_dir", tmp_path / "episodes")
-        env = BrowserEnv(task, BrowserEnvConfig(**config))
+        env = BrowserEnv(task, BrowserEnvConfig(**config), sandbox=sandbox)
         envs.append(env)
         return env
 

@@ -5,6 +5,7 @@ WebSockets to refused origins recorded, and degenerate actions answered at once.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from agentrl.envs.actions import MAX_ACTION_CHARS
 from agentrl.envs.axtree import parse_snapshot
-from agentrl.envs.browser import BrowserEnv, BrowserEnvConfig
+from agentrl.envs.browser import BrowserEnv
 from agentrl.envs.browser.recorder import notes
 from agentrl.envs.host import browser_pids
 from agentrl.sandbox.apps.base import App, Request, Response
@@ -87,20 +88,15 @@ def server() -> Iterator[SandboxServer]:
 
 
 @pytest.fixture
-def hostile(server: SandboxServer, tmp_path: Path) -> Iterator[Any]:
-    envs: list[BrowserEnv] = []
+def hostile(server: SandboxServer, tmp_path: Path, make_env) -> Any:
+    made = itertools.count()
 
     def make(path: str = "/playground/", **config: Any) -> BrowserEnv:
         task = write_task(tmp_path, [{"id": "g", "detector": "js_true", "params": {"expr": "false"}, "category": "goal"}],
-                          path=path, task_id=f"hostile{len(envs)}", max_steps=200)
-        config.setdefault("root_dir", tmp_path / "episodes")
-        env = BrowserEnv(task, BrowserEnvConfig(**config), sandbox=server)
-        envs.append(env)
-        return env
+                          path=path, task_id=f"hostile{next(made)}", max_steps=200)
+        return make_env(task, sandbox=server, **config)
 
-    yield make
-    for e in envs:
-        e.close()
+    return make
 
 
 def ref(obs: dict[str, Any], name: str) -> str:

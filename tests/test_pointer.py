@@ -5,6 +5,7 @@ point, element boxes in the observation (``obs_boxes``), and a MiniWoB++ sortabl
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,20 +108,15 @@ def server() -> Iterator[SandboxServer]:
 
 
 @pytest.fixture
-def pointer_env(server: SandboxServer, tmp_path: Path) -> Iterator[Any]:
-    envs: list[BrowserEnv] = []
+def pointer_env(server: SandboxServer, tmp_path: Path, make_env) -> Any:
+    made = itertools.count()
 
     def make(**config: Any) -> BrowserEnv:
-        task = write_task(tmp_path, MILESTONES, task_id=f"pointer{len(envs)}", max_steps=20)
-        config.setdefault("root_dir", tmp_path / "episodes")
+        task = write_task(tmp_path, MILESTONES, task_id=f"pointer{next(made)}", max_steps=20)
         config.setdefault("obs_boxes", True)
-        env = BrowserEnv(task, BrowserEnvConfig(**config), sandbox=server)
-        envs.append(env)
-        return env
+        return make_env(task, sandbox=server, **config)
 
-    yield make
-    for e in envs:
-        e.close()
+    return make
 
 
 def element(obs: dict[str, Any], name: str) -> Any:
